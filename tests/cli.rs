@@ -1,1 +1,245 @@
+//! End-to-end tests of the `ggufy` binary: exit codes, one-line errors, and `inspect --json`
+//! reporting exactly what gguf-py's GGUFReader reads (goldens in `fixtures/golden/`).
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value as Json;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+fn ggufy(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ggufy"))
+        .args(args)
+        .output()
+        .expect("run ggufy")
+}
+
+fn gguf_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "gguf"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Our JSON value against the golden's normal form (floats as bit patterns).
+fn same_value(ours: &Json, golden: &Json, ty: &str) -> bool {
+    match (ty, golden) {
+        ("FLOAT32", Json::Object(g)) => {
+            let bits = g["f32"].as_u64().unwrap() as u32;
+            match ours {
+                Json::Number(n) => (n.as_f64().unwrap() as f32).to_bits() == bits,
+                Json::String(s) => {
+                    let x = f32::from_bits(bits);
+                    (s == "NaN" && x.is_nan())
+                        || (s == "inf" && x == f32::INFINITY)
+                        || (s == "-inf" && x == f32::NEG_INFINITY)
+                }
+                _ => false,
+            }
+        }
+        ("FLOAT64", Json::Object(g)) => {
+            let bits: u64 = g["f64"].as_str().unwrap().parse().unwrap();
+            ours.as_f64().is_some_and(|x| x.to_bits() == bits)
+        }
+        _ => ours == golden,
+    }
+}
+
+fn flatten(v: &Json, out: &mut Vec<Json>) {
+    match v {
+        Json::Array(a) => a.iter().for_each(|e| flatten(e, out)),
+        leaf => out.push(leaf.clone()),
+    }
+}
+
+#[test]
+fn inspect_json_matches_gguf_py_on_every_fixture() {
+    for file in gguf_files(&fixtures().join("gguf")) {
+        let out = ggufy(&["inspect", "--json", file.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ours: Json = serde_json::from_slice(&out.stdout).unwrap();
+        let name = file.file_name().unwrap().to_string_lossy();
+        let golden: Json = serde_json::from_str(
+            &std::fs::read_to_string(fixtures().join(format!("golden/{name}.json"))).unwrap(),
+        )
+        .unwrap();
+        for k in [
+            "version",
+            "endian",
+            "tensor_count",
+            "kv_count",
+            "alignment",
+            "data_offset",
+        ] {
+            assert_eq!(ours[k], golden[k], "{name}: {k}");
+        }
+        let (om, gm) = (
+            ours["metadata"].as_array().unwrap(),
+            golden["fields"].as_array().unwrap(),
+        );
+        assert_eq!(om.len(), gm.len());
+        for (o, g) in om.iter().zip(gm) {
+            let key = &g["key"];
+            assert_eq!(&o["key"], key);
+            let types = g["types"].as_array().unwrap();
+            assert_eq!(o["type"], types[0], "{name}: {key}");
+            let leaf_ty = types.last().unwrap().as_str().unwrap();
+            if types[0] == "ARRAY" {
+                let mut leaves = Vec::new();
+                flatten(&o["value"], &mut leaves);
+                assert_eq!(
+                    leaves.len() as u64,
+                    g["len"].as_u64().unwrap(),
+                    "{name}: {key}"
+                );
+                for (a, b) in leaves.iter().zip(g["head"].as_array().unwrap()) {
+                    assert!(same_value(a, b, leaf_ty), "{name}: {key}: {a} vs {b}");
+                }
+            } else {
+                assert!(
+                    same_value(&o["value"], &g["value"], leaf_ty),
+                    "{name}: {key}"
+                );
+            }
+        }
+        let (ot, gt) = (
+            ours["tensors"].as_array().unwrap(),
+            golden["tensors"].as_array().unwrap(),
+        );
+        assert_eq!(ot.len(), gt.len());
+        for (o, g) in ot.iter().zip(gt) {
+            for k in [
+                "name",
+                "type",
+                "shape",
+                "n_elements",
+                "n_bytes",
+                "data_offset",
+            ] {
+                assert_eq!(o[k], g[k], "{name}: tensor {} {k}", g["name"]);
+            }
+        }
+    }
+}
+
+#[test]
+fn inspect_text_report_on_the_bundled_model() {
+    let out = ggufy(&[
+        "inspect",
+        fixtures()
+            .join("gguf/tiny-llama-f16.gguf")
+            .to_str()
+            .unwrap(),
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "GGUF v3, little-endian",
+        "llama.block_count",
+        "token_embd.weight",
+        "F16",
+        "MOSTLY_F16",
+        "bos 1 \"<s>\"",
+        "288 tokens",
+        "bits/weight",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+    assert!(!text.contains("warnings"), "{text}");
+}
+
+#[test]
+fn malformed_files_exit_1_with_one_clear_line() {
+    let dir = fixtures().join("malformed");
+    let table = std::fs::read_to_string(dir.join("expected.tsv")).unwrap();
+    for line in table
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let path = dir.join(cols[0]);
+        let out = ggufy(&["inspect", path.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if cols[1] == "error" {
+            assert_eq!(out.status.code(), Some(1), "{}: {stderr}", cols[0]);
+            assert_eq!(stderr.lines().count(), 1, "{}: {stderr}", cols[0]);
+            assert!(
+                stderr.starts_with("error: ") && stderr.contains(cols[2]),
+                "{}: {stderr}",
+                cols[0]
+            );
+            assert!(
+                stderr.contains(cols[0]),
+                "error must name the file: {stderr}"
+            );
+            assert!(out.stdout.is_empty());
+        } else {
+            assert_eq!(out.status.code(), Some(0), "{}: {stderr}", cols[0]);
+            let json = ggufy(&["inspect", "--json", path.to_str().unwrap()]);
+            let doc: Json = serde_json::from_slice(&json.stdout).unwrap();
+            if !cols[2].is_empty() {
+                assert!(
+                    doc["warnings"].to_string().contains(cols[2]),
+                    "{}: {}",
+                    cols[0],
+                    doc["warnings"]
+                );
+                // Every warning is something llama.cpp refuses: --strict turns it into a failure.
+                let strict = ggufy(&["inspect", "--strict", path.to_str().unwrap()]);
+                assert_eq!(strict.status.code(), Some(1), "{}", cols[0]);
+                assert!(String::from_utf8_lossy(&strict.stderr).contains(cols[2]));
+            }
+        }
+    }
+}
+
+#[test]
+fn exit_codes() {
+    let missing = ggufy(&["inspect", "/nonexistent/model.gguf"]);
+    assert_eq!(missing.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(
+        stderr.matches("/nonexistent/model.gguf").count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(ggufy(&["inspect"]).status.code(), Some(2));
+    assert_eq!(ggufy(&["frobnicate"]).status.code(), Some(2));
+    assert_eq!(ggufy(&["inspect", "--bogus", "x"]).status.code(), Some(2));
+    assert_eq!(ggufy(&["--version"]).status.code(), Some(0));
+    let dir = ggufy(&["inspect", fixtures().to_str().unwrap()]);
+    assert_eq!(dir.status.code(), Some(1));
+}
+
+#[test]
+fn array_limit_truncates_json_on_request() {
+    let f = fixtures().join("gguf/all-types.gguf");
+    let out = ggufy(&[
+        "inspect",
+        "--json",
+        "--array-limit",
+        "3",
+        f.to_str().unwrap(),
+    ]);
+    let doc: Json = serde_json::from_slice(&out.stdout).unwrap();
+    let long = doc["metadata"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["key"] == "test.long_array")
+        .unwrap();
+    assert_eq!(long["value"].as_array().unwrap().len(), 3);
+    assert_eq!(long["count"], 100);
+    assert_eq!(long["truncated"], true);
+}

@@ -1,1 +1,78 @@
-fn main() {}
+//! `ggufy`: the command line. Parses arguments, calls the library crates, formats their results.
+//! Exit codes: 0 success, 1 the job failed (bad input, I/O), 2 bad arguments (clap's convention).
+
+mod inspect;
+mod report;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Hugging Face checkpoints to GGUF, quantization and a quick check run, in one static binary.
+#[derive(Parser, Debug)]
+#[command(name = "ggufy", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show a GGUF file's header, metadata, tensors and tokenizer (or why it is not a valid GGUF).
+    Inspect(InspectArgs),
+}
+
+/// Arguments of `ggufy inspect`.
+#[derive(clap::Args, Debug)]
+struct InspectArgs {
+    /// The GGUF file.
+    file: PathBuf,
+    /// Print everything as one JSON document on stdout (arrays in full unless --array-limit).
+    #[arg(long)]
+    json: bool,
+    /// Show at most this many elements of each metadata array (text default: 8; JSON: all).
+    #[arg(long, value_name = "N")]
+    array_limit: Option<usize>,
+    /// Leave the tensor table out (totals per type are still shown).
+    #[arg(long)]
+    no_tensors: bool,
+    /// Fail (exit 1) if there are warnings, such as anything llama.cpp would refuse to load.
+    #[arg(long)]
+    strict: bool,
+}
+
+/// Opens a GGUF file; errors name the path once (I/O errors from the library already do).
+pub(crate) fn open_gguf(path: &std::path::Path) -> anyhow::Result<ggufy_gguf::GgufFile> {
+    ggufy_gguf::Gguf::open(path).map_err(|e| match e {
+        ggufy_gguf::GgufError::Io { .. } => anyhow::Error::new(e),
+        other => anyhow::Error::new(other).context(path.display().to_string()),
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(args) => inspect::run(&args),
+    };
+    match result {
+        Ok(output) => {
+            let mut out = std::io::stdout().lock();
+            // A closed pipe (`ggufy inspect x | head`) is not an error worth reporting.
+            match out.write_all(output.as_bytes()).and_then(|()| out.flush()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: writing to stdout: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e) => {
+            // One line: the context chain joined by ": ".
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,6 +1,30 @@
 //! `ggufy-gguf`: the GGUF container. A strict, zero-copy reader (mmap or any byte buffer) that turns
 //! every malformed file into a typed error, and a streaming writer that produces files llama.cpp
 //! accepts. No tensor maths lives here.
+//!
+//! ```
+//! use ggufy_gguf::{GgmlType, Gguf, GgufWriter, WriterOptions};
+//!
+//! # fn main() -> ggufy_gguf::Result<()> {
+//! let model = Gguf::open("../../fixtures/gguf/tiny-llama-f16.gguf")?;
+//! assert_eq!(model.architecture()?, Some("llama"));
+//! assert_eq!(model.get_u32("llama.block_count")?, Some(2));
+//! let embd = model.tensor("token_embd.weight").expect("present");
+//! assert_eq!((embd.ty, embd.dims.as_slice()), (GgmlType::F16, &[256, 288][..]));
+//! assert_eq!(model.tensor_data(embd).map(<[u8]>::len), Some(256 * 288 * 2));
+//!
+//! // Rewrite it: the plan fixes every offset up front, data streams in tensor order.
+//! let dir = tempfile::tempdir().map_err(|e| ggufy_gguf::GgufError::Io { path: ".".into(), err: e })?;
+//! let out = dir.path().join("copy.gguf");
+//! let mut w = GgufWriter::create(&out, model.to_write_plan()?, &WriterOptions::default())?;
+//! for t in model.tensors() {
+//!     w.write_tensor(model.tensor_data(t).expect("in bounds"))?;
+//! }
+//! w.finish()?;
+//! assert_eq!(std::fs::read(&out).ok(), std::fs::read("../../fixtures/gguf/tiny-llama-f16.gguf").ok());
+//! # Ok(())
+//! # }
+//! ```
 
 mod diagnose;
 mod error;

@@ -199,7 +199,11 @@ impl<'a> Parser<'a> {
     /// A length-prefixed string, bounded by `cap` and by the bytes remaining.
     fn string(&mut self, cap: u64, what: &str) -> PResult<&'a [u8]> {
         let at = self.cur.pos;
-        let len = self.u64(&format!("{what} length"))?;
+        let have = self.cur.remaining();
+        let len = self
+            .cur
+            .u64()
+            .ok_or_else(|| truncated(at, &format!("{what} length"), 8, have))?;
         if len > cap {
             return Err(Fail {
                 offset: at,
@@ -254,7 +258,16 @@ impl<'a> Parser<'a> {
         match elem {
             ValueType::String => {
                 for i in 0..count {
-                    self.string(self.limits.max_string_len, &format!("string element {i}"))?;
+                    // The element index is only formatted on failure: this loop runs per token.
+                    self.string(self.limits.max_string_len, "string element")
+                        .map_err(|f| Fail {
+                            what: f.what.replacen(
+                                "string element",
+                                &format!("string element {i}"),
+                                1,
+                            ),
+                            ..f
+                        })?;
                 }
             }
             ValueType::Array => {

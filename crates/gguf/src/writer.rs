@@ -152,6 +152,11 @@ impl WritePlan {
         })
     }
 
+    /// The encoded header, padded to the data section's alignment.
+    pub fn header_bytes(&self) -> &[u8] {
+        &self.header
+    }
+
     /// Bytes before the data section (header plus padding).
     pub fn header_len(&self) -> u64 {
         self.header.len() as u64

@@ -14,15 +14,16 @@ struct Counting;
 // Per thread, because the test harness runs tests in parallel. Const-initialised cells need no
 // allocation or destructor, so using them inside the allocator is sound.
 thread_local! {
-    static LIVE: Cell<usize> = const { Cell::new(0) };
-    static PEAK: Cell<usize> = const { Cell::new(0) };
+    // Signed: a block freed here may have been allocated on another thread.
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
 }
 
 // SAFETY: forwards every call to the system allocator unchanged; only counts bytes.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: AllocLayout) -> *mut u8 {
         let _ = LIVE.try_with(|live| {
-            let now = live.get() + l.size();
+            let now = live.get().wrapping_add(l.size() as isize);
             live.set(now);
             let _ = PEAK.try_with(|p| p.set(p.get().max(now)));
         });
@@ -30,7 +31,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: AllocLayout) {
-        let _ = LIVE.try_with(|live| live.set(live.get().wrapping_sub(l.size())));
+        let _ = LIVE.try_with(|live| live.set(live.get().wrapping_sub(l.size() as isize)));
         // SAFETY: `p` came from `alloc` with this layout.
         unsafe { System.dealloc(p, l) }
     }
@@ -103,7 +104,7 @@ fn mutate(bytes: &[u8], header_len: usize, iterations: usize, seed: u64) {
         let before = LIVE.with(Cell::get);
         PEAK.with(|p| p.set(before));
         let alignment = exercise(input);
-        let used = PEAK.with(Cell::get).wrapping_sub(before);
+        let used = PEAK.with(Cell::get).wrapping_sub(before).max(0) as usize;
         // Owned copies of all metadata can take a few times the header bytes; never more.
         let bound = 8 * input.len() + (1 << 16) + 2 * alignment;
         assert!(
