@@ -243,3 +243,177 @@ fn array_limit_truncates_json_on_request() {
     assert_eq!(long["count"], 100);
     assert_eq!(long["truncated"], true);
 }
+
+// ---------------------------------------------------------------------------------------------
+// ggufy quantize
+
+use ggufy_gguf::{GgmlType, Gguf};
+
+/// Quantizes `src` to `ty` in a fresh temp dir; returns the dir (kept alive) and output path.
+fn quantize(src: &Path, ty: &str, extra: &[&str]) -> (tempfile::TempDir, PathBuf, Output) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.gguf");
+    let mut args = vec!["quantize", src.to_str().unwrap(), out.to_str().unwrap(), ty];
+    args.extend_from_slice(extra);
+    let o = ggufy(&args);
+    (dir, out, o)
+}
+
+/// The tensors of two files must have the same names, types, shapes and bytes.
+fn same_tensors(a: &Path, b: &Path) {
+    let (fa, fb) = (Gguf::open(a).unwrap(), Gguf::open(b).unwrap());
+    assert_eq!(fa.tensors().len(), fb.tensors().len());
+    for t in fa.tensors() {
+        let u = fb
+            .tensor(&t.name)
+            .unwrap_or_else(|| panic!("{} missing", t.name));
+        assert_eq!((t.ty, &t.dims), (u.ty, &u.dims), "{}", t.name);
+        assert!(
+            fa.tensor_data(t) == fb.tensor_data(u),
+            "{} ({}) data differs",
+            t.name,
+            t.ty
+        );
+    }
+}
+
+#[test]
+fn quantize_matches_llama_quantize_tensor_for_tensor() {
+    let src = fixtures().join("gguf/tiny-llama-f16.gguf");
+    for ty in ["q4_0", "q8_0"] {
+        let (_d, out, o) = quantize(&src, ty, &["--quiet"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        same_tensors(
+            &out,
+            &fixtures().join(format!("gguf/tiny-llama-{ty}.llamacpp.gguf")),
+        );
+        let f = Gguf::open(&out).unwrap();
+        let want_ftype = if ty == "q4_0" { 2 } else { 7 };
+        assert_eq!(f.get_u32("general.file_type").unwrap(), Some(want_ftype));
+        assert_eq!(f.get_u32("general.quantization_version").unwrap(), Some(2));
+        assert!(f.layout().warnings.is_empty());
+        // Every other key survives, in order.
+        let src_keys: Vec<String> = Gguf::open(&src)
+            .unwrap()
+            .metadata()
+            .map(|(k, _)| k.to_owned())
+            .collect();
+        let out_keys: Vec<String> = f.metadata().map(|(k, _)| k.to_owned()).collect();
+        assert_eq!(src_keys, out_keys);
+    }
+}
+
+#[test]
+fn quantize_is_identical_at_any_thread_count() {
+    let src = fixtures().join("gguf/tiny-llama-f16.gguf");
+    let outs: Vec<Vec<u8>> = ["1", "2", "5"]
+        .iter()
+        .map(|t| {
+            let (_d, out, o) = quantize(&src, "q5_1", &["--quiet", "--threads", t]);
+            assert!(o.status.success());
+            std::fs::read(out).unwrap()
+        })
+        .collect();
+    assert!(outs.windows(2).all(|w| w[0] == w[1]));
+}
+
+#[test]
+fn quantize_pure_keep_and_json() {
+    let src = fixtures().join("gguf/tiny-llama-f16.gguf");
+    let (_d, out, o) = quantize(
+        &src,
+        "q8_0",
+        &["--pure", "--keep", "blk.*.ffn_down.weight", "--json", "-q"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.stderr.is_empty(), "--quiet prints nothing");
+    let doc: Json = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["type"], "Q8_0");
+    assert_eq!(doc["tensors"].as_array().unwrap().len(), 21);
+    let f = Gguf::open(&out).unwrap();
+    assert_eq!(f.tensor("output.weight").unwrap().ty, GgmlType::Q8_0);
+    assert_eq!(f.tensor("blk.1.ffn_down.weight").unwrap().ty, GgmlType::F16);
+    assert_eq!(f.tensor("blk.1.ffn_up.weight").unwrap().ty, GgmlType::Q8_0);
+    assert_eq!(f.tensor("output_norm.weight").unwrap().ty, GgmlType::F32);
+    assert_eq!(
+        doc["bytes_out"].as_u64().unwrap(),
+        f.tensors().iter().map(|t| t.n_bytes).sum::<u64>()
+    );
+}
+
+#[test]
+fn quantize_requantizes_with_a_warning_and_refuses_what_it_cannot_decode() {
+    let (_d, out, o) = quantize(
+        &fixtures().join("gguf/tiny-llama-q4_k_m.llamacpp.gguf"),
+        "q8_0",
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("losing accuracy twice"));
+    assert!(
+        Gguf::open(&out)
+            .unwrap()
+            .tensors()
+            .iter()
+            .any(|t| t.ty == GgmlType::Q8_0)
+    );
+
+    let (d, out, o) = quantize(
+        &fixtures().join("gguf/tiny-llama-iq3_s.llamacpp.gguf"),
+        "q4_0",
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cannot convert from IQ3_S") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(!out.exists());
+    assert_eq!(
+        std::fs::read_dir(d.path()).unwrap().count(),
+        0,
+        "no partial file left"
+    );
+}
+
+#[test]
+fn quantize_refuses_bad_input_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    // A model whose last tensor's data is cut off.
+    let full = std::fs::read(fixtures().join("gguf/tiny-llama-f16.gguf")).unwrap();
+    let cut = dir.path().join("cut.gguf");
+    std::fs::write(&cut, &full[..full.len() - 1000]).unwrap();
+    let out = dir.path().join("o.gguf");
+    let o = ggufy(&[
+        "quantize",
+        cut.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "q4_0",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("truncated"));
+    assert!(!out.exists());
+    // Output onto its own input, an existing file, a bad type.
+    let src = dir.path().join("m.gguf");
+    std::fs::copy(fixtures().join("gguf/tiny-llama-f16.gguf"), &src).unwrap();
+    let s = src.to_str().unwrap();
+    let same = ggufy(&["quantize", s, s, "q4_0", "--force"]);
+    assert_eq!(same.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&same.stderr).contains("same file as input"));
+    assert_eq!(
+        std::fs::read(&src).unwrap(),
+        std::fs::read(fixtures().join("gguf/tiny-llama-f16.gguf")).unwrap()
+    );
+    let exists = ggufy(&["quantize", s, s, "q4_0"]);
+    assert!(String::from_utf8_lossy(&exists.stderr).contains("--force"));
+    assert_eq!(
+        ggufy(&["quantize", s, "x.gguf", "q9_9"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        2,
+        "nothing else written"
+    );
+}

@@ -2,6 +2,7 @@
 //! Exit codes: 0 success, 1 the job failed (bad input, I/O), 2 bad arguments (clap's convention).
 
 mod inspect;
+mod quantize;
 mod report;
 
 use std::io::Write;
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Show a GGUF file's header, metadata, tensors and tokenizer (or why it is not a valid GGUF).
     Inspect(InspectArgs),
+    /// Quantize a GGUF file (F32/F16/BF16 or already quantized) to another type.
+    Quantize(quantize::QuantizeArgs),
 }
 
 /// Arguments of `ggufy inspect`.
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(&args),
+        Command::Quantize(args) => quantize::run(&args),
     };
     match result {
         Ok(output) => {

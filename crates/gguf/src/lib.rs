@@ -45,7 +45,7 @@ pub use reader::{
 };
 pub use types::{GgmlType, TypeIdError};
 pub use value::{ArrayIter, ArrayView, Endian, MetaArray, MetaValue, Value, ValueType};
-pub use writer::{GgufWriter, TensorSpec, WritePlan, WriterOptions};
+pub use writer::{GgufWriter, TensorSpec, WriteError, WritePlan, WriterOptions};
 
 /// A memory-mapped GGUF file.
 pub type GgufFile = Gguf<memmap2::Mmap>;

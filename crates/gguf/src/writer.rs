@@ -225,10 +225,7 @@ impl GgufWriter {
         if !opts.overwrite && dest.exists() {
             return Err(GgufError::io(
                 &dest,
-                std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    "already exists (pass overwrite to replace it)",
-                ),
+                std::io::Error::new(std::io::ErrorKind::AlreadyExists, "already exists"),
             ));
         }
         let dir = match dest.parent() {

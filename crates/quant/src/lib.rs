@@ -5,6 +5,19 @@
 //! Quantize: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q6_K.
 //! Dequantize: those plus Q2_K, Q3_K, Q4_K, Q5_K, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0, MXFP4, I8–I32, F64.
 //! Not yet dequantized: the grid codebook types (IQ1_S, IQ1_M, IQ2_*, IQ3_*), NVFP4, Q1_0, Q2_0.
+//!
+//! ```
+//! use ggufy_gguf::GgmlType;
+//! use ggufy_quant::{Rounding, dequantize_row, quantize_row};
+//!
+//! let x: Vec<f32> = (0..64).map(|i| (i as f32 - 31.5) / 8.0).collect();
+//! let mut q = vec![0u8; 2 * 34]; // two Q8_0 blocks
+//! quantize_row(GgmlType::Q8_0, &x, &mut q, Rounding::default()).unwrap();
+//! let mut y = vec![0.0f32; 64];
+//! dequantize_row(GgmlType::Q8_0, &q, &mut y).unwrap();
+//! // Q8_0's error is at most half a step of amax/127 per element (plus f16 scale rounding).
+//! assert!(x.iter().zip(&y).all(|(a, b)| (a - b).abs() <= 3.94 / 127.0));
+//! ```
 
 pub mod fp;
 pub mod kquants;

@@ -180,7 +180,7 @@ fn quantizers_match_llama_quantize_bytes() {
         }
         let q = Gguf::open(&path).unwrap();
         for t in q.tensors() {
-            if !matches!(t.ty, GgmlType::Q4_0 | GgmlType::Q6_K) {
+            if !matches!(t.ty, GgmlType::Q4_0 | GgmlType::Q6_K | GgmlType::Q8_0) {
                 continue;
             }
             let s = src.tensor(&t.name).unwrap();

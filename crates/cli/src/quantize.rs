@@ -1,0 +1,174 @@
+//! `ggufy quantize IN OUT TYPE`: llama-quantize's job, byte-identical tensors, streamed.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use ggufy_gguf::{GgmlType, WriterOptions};
+use ggufy_plan::{ExecOptions, QuantizePolicy, execute, file_type_for, quantize_plan};
+use ggufy_quant::Rounding;
+use serde_json::json;
+
+use crate::open_gguf;
+use crate::report::human_bytes;
+
+/// Types `ggufy quantize` produces, as users type them.
+const TYPES: [&str; 9] = [
+    "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q6_k", "f16", "bf16", "f32",
+];
+
+/// Arguments of `ggufy quantize`.
+#[derive(clap::Args, Debug)]
+pub struct QuantizeArgs {
+    /// Input GGUF file.
+    input: PathBuf,
+    /// Output GGUF file (written to a temporary file beside it, renamed when complete).
+    output: PathBuf,
+    /// Output type: q8_0, q4_0, q4_1, q5_0, q5_1, q6_k, f16, bf16 or f32.
+    #[arg(value_name = "TYPE", value_parser = parse_type)]
+    ty: GgmlType,
+    /// Use TYPE for every quantizable tensor (no Q6_K output tensor).
+    #[arg(long)]
+    pure: bool,
+    /// Copy tensors whose names match this pattern unchanged (`*` is a wildcard; repeatable).
+    #[arg(long, value_name = "PATTERN")]
+    keep: Vec<String>,
+    /// Worker threads (default: one per core). The output is identical for any count.
+    #[arg(long, short = 't', default_value_t = 0)]
+    threads: usize,
+    /// Round x*id+8.5 once (fused), as AArch64 builds of llama.cpp do, instead of twice as x86-64
+    /// builds and gguf-py do. Affects Q4_0, Q4_1, Q5_0, Q5_1 in rare blocks.
+    #[arg(long)]
+    fused_rounding: bool,
+    /// Replace OUTPUT if it exists (never an input).
+    #[arg(long, short = 'f')]
+    force: bool,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    json: bool,
+    /// No progress or summary on stderr.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+/// Parses TYPE for clap, so a bad type is a usage error (exit 2).
+fn parse_type(s: &str) -> Result<GgmlType, String> {
+    if s.eq_ignore_ascii_case("nf4") {
+        return Err(format!(
+            "NF4 output is not implemented yet; supported: {}",
+            TYPES.join(", ")
+        ));
+    }
+    match GgmlType::from_name(s) {
+        Some(t) if file_type_for(t).is_some() => Ok(t),
+        _ => Err(format!(
+            "unknown output type; supported: {}",
+            TYPES.join(", ")
+        )),
+    }
+}
+
+/// Runs the command and returns what goes to stdout.
+pub fn run(args: &QuantizeArgs) -> Result<String> {
+    let target = args.ty;
+    if !args.force && args.output.exists() {
+        bail!(
+            "{}: already exists; pass --force to replace it",
+            args.output.display()
+        );
+    }
+    let start = Instant::now();
+    let file = open_gguf(&args.input)?;
+    let policy = QuantizePolicy {
+        target,
+        pure: args.pure,
+        keep: args.keep.clone(),
+    };
+    let (plan, warnings) =
+        quantize_plan(&file, &policy).with_context(|| args.input.display().to_string())?;
+    // Warnings only for a job that can run: a refused input gets exactly one line.
+    plan.validate().with_context(|| {
+        format!(
+            "quantizing {} to {}",
+            args.input.display(),
+            args.output.display()
+        )
+    })?;
+    if !args.quiet {
+        for w in &warnings {
+            eprintln!("warning: {w}");
+        }
+    }
+    let opts = ExecOptions {
+        threads: args.threads,
+        rounding: if args.fused_rounding {
+            Rounding::Fused
+        } else {
+            Rounding::Separate
+        },
+        writer: WriterOptions {
+            overwrite: args.force,
+            inputs: vec![args.input.clone()],
+        },
+    };
+    let bar = (!args.quiet && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(plan.tensors.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tensors {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let (path, reports) = execute(&plan, &args.output, &opts, &mut |_, r| {
+        if let Some(bar) = &bar {
+            bar.set_message(r.name.clone());
+            bar.inc(1);
+        }
+    })
+    .with_context(|| {
+        format!(
+            "quantizing {} to {}",
+            args.input.display(),
+            args.output.display()
+        )
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let bytes_in: u64 = reports.iter().map(|r| r.bytes_in).sum();
+    let bytes_out: u64 = reports.iter().map(|r| r.bytes_out).sum();
+    let converted = reports.iter().filter(|r| r.from != r.to).count();
+    if !args.quiet {
+        eprintln!(
+            "{}: {} tensors ({} converted), {} -> {} ({}) in {seconds:.2} s",
+            path.display(),
+            reports.len(),
+            converted,
+            human_bytes(bytes_in),
+            human_bytes(bytes_out),
+            target.name()
+        );
+    }
+    if !args.json {
+        return Ok(String::new());
+    }
+    let tensors: Vec<_> = reports
+        .iter()
+        .map(|r| json!({"name": r.name, "from": r.from.name(), "to": r.to.name(), "bytes_in": r.bytes_in, "bytes_out": r.bytes_out}))
+        .collect();
+    let doc = json!({
+        "input": args.input.display().to_string(),
+        "output": path.display().to_string(),
+        "type": target.name(),
+        "file_type": file_type_for(target),
+        "tensors": tensors,
+        "converted": converted,
+        "bytes_in": bytes_in,
+        "bytes_out": bytes_out,
+        "seconds": seconds,
+        "warnings": warnings,
+    });
+    Ok(format!("{}\n", serde_json::to_string_pretty(&doc)?))
+}
