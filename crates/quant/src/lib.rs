@@ -22,6 +22,7 @@
 pub mod fp;
 pub mod kquants;
 pub mod legacy;
+pub mod simd;
 
 use ggufy_gguf::GgmlType;
 
@@ -121,8 +122,20 @@ fn check(ty: GgmlType, n: usize, bytes: usize) -> Result<(), QuantError> {
 }
 
 /// Quantizes one row (any whole number of blocks) of `src` into `dst`, which must be exactly the
-/// row's size in `ty`.
+/// row's size in `ty`. Uses the fastest path this CPU has; every path gives the same bytes.
 pub fn quantize_row(
+    ty: GgmlType,
+    src: &[f32],
+    dst: &mut [u8],
+    rounding: Rounding,
+) -> Result<(), QuantError> {
+    quantize_row_at(simd::level(), ty, src, dst, rounding)
+}
+
+/// [`quantize_row`] at a chosen [`simd::Level`] (which must not exceed [`simd::level`]): lets
+/// tests compare each vector path with the scalar reference.
+pub fn quantize_row_at(
+    level: simd::Level,
     ty: GgmlType,
     src: &[f32],
     dst: &mut [u8],
@@ -132,6 +145,19 @@ pub fn quantize_row(
         return Err(QuantError::CannotQuantize(ty));
     }
     check(ty, src.len(), dst.len())?;
+    let level = if level == simd::level() {
+        level
+    } else {
+        simd::Level::Scalar
+    };
+    let done = match ty {
+        GgmlType::Q8_0 => simd::quantize_q8_0(src, dst, level),
+        GgmlType::Q4_0 => simd::quantize_q4_0(src, dst, rounding, level),
+        _ => false,
+    };
+    if done {
+        return Ok(());
+    }
     let bs = ty.block_size() as usize;
     let ts = ty.type_size() as usize;
     let blocks = src.chunks_exact(bs).zip(dst.chunks_exact_mut(ts));
@@ -160,13 +186,30 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Q
         return Err(QuantError::CannotDequantize(ty));
     }
     check(ty, dst.len(), src.len())?;
+    // Element-wise types convert whole rows at once (a call per element would dominate).
+    match ty {
+        GgmlType::F16 => {
+            simd::f16_row_to_f32(src, dst, simd::level());
+            return Ok(());
+        }
+        GgmlType::BF16 => {
+            for (y, b) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                *y = fp::bf16_to_f32(u16::from_le_bytes([b[0], b[1]]));
+            }
+            return Ok(());
+        }
+        GgmlType::F32 => {
+            for (y, b) in dst.iter_mut().zip(src.chunks_exact(4)) {
+                *y = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
     let bs = ty.block_size() as usize;
     let ts = ty.type_size() as usize;
     let blocks = src.chunks_exact(ts).zip(dst.chunks_exact_mut(bs));
     let f: fn(&[u8], &mut [f32]) = match ty {
-        GgmlType::F32 => |b, y| y[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-        GgmlType::F16 => |b, y| y[0] = fp::half_at(b, 0),
-        GgmlType::BF16 => |b, y| y[0] = fp::bf16_to_f32(fp::le16(b, 0)),
         GgmlType::F64 => {
             |b, y| y[0] = f64::from_le_bytes(b[..8].try_into().unwrap_or_default()) as f32
         }
