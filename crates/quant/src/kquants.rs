@@ -66,13 +66,17 @@ fn make_qx_quants_rmse1(x: &[f32], nmax: i32, l: &mut [i8]) -> f32 {
 }
 
 /// One Q6_K block (210 bytes): ql[128], qh[64], scales[16] (i8), f16 d last.
-pub fn quantize_block_q6_k(x: &[f32], out: &mut [u8]) {
+pub fn quantize_block_q6_k(x: &[f32], out: &mut [u8], level: crate::simd::Level) {
     let mut l = [0i8; QK_K];
     let mut scales = [0.0f32; QK_K / 16];
+    if !crate::simd::q6_k_subblocks(x, &mut l, &mut scales, level) {
+        for ib in 0..QK_K / 16 {
+            scales[ib] =
+                make_qx_quants_rmse1(&x[16 * ib..16 * ib + 16], 32, &mut l[16 * ib..16 * ib + 16]);
+        }
+    }
     let (mut max_scale, mut max_abs_scale) = (0.0f32, 0.0f32);
-    for ib in 0..QK_K / 16 {
-        let s = make_qx_quants_rmse1(&x[16 * ib..16 * ib + 16], 32, &mut l[16 * ib..16 * ib + 16]);
-        scales[ib] = s;
+    for &s in &scales {
         if s.abs() > max_abs_scale {
             max_abs_scale = s.abs();
             max_scale = s;

@@ -174,7 +174,7 @@ pub fn quantize_row_at(
         GgmlType::Q5_0 => blocks.for_each(|(x, o)| legacy::quantize_block_q5_0(x, o, rounding)),
         GgmlType::Q5_1 => blocks.for_each(|(x, o)| legacy::quantize_block_q5_1(x, o, rounding)),
         GgmlType::Q8_0 => blocks.for_each(|(x, o)| legacy::quantize_block_q8_0(x, o)),
-        GgmlType::Q6_K => blocks.for_each(|(x, o)| kquants::quantize_block_q6_k(x, o)),
+        GgmlType::Q6_K => blocks.for_each(|(x, o)| kquants::quantize_block_q6_k(x, o, level)),
         _ => return Err(QuantError::CannotQuantize(ty)),
     }
     Ok(())

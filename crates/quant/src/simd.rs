@@ -83,6 +83,19 @@ pub fn quantize_q4_0(x: &[f32], out: &mut [u8], rounding: Rounding, level: Level
     false
 }
 
+/// Q6_K's per-sub-block search (`make_qx_quants`, nmax 32, rmse 1) for one 256-element
+/// super-block: fills `scales` and the codes `l`; returns false when no SIMD path applies.
+pub fn q6_k_subblocks(x: &[f32], l: &mut [i8; 256], scales: &mut [f32; 16], level: Level) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if level == Level::Avx2 {
+        // SAFETY: Level::Avx2 is only chosen when the CPU reports AVX2.
+        unsafe { x86::q6_k_subblocks(x, l, scales) };
+        return true;
+    }
+    let _ = (x, l, scales, level);
+    false
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
@@ -215,6 +228,105 @@ mod x86 {
             }
             for j in 0..QK / 2 {
                 ob[2 + j] = (q[j] as u8) | ((q[j + QK / 2] as u8) << 4);
+            }
+        }
+    }
+
+    /// ggml's `nearest_int` on 8 lanes: add 1.5·2^23 (separately rounded, as ggml-base does)
+    /// and read the low mantissa bits.
+    #[target_feature(enable = "avx2")]
+    fn nearest_int(v: __m256) -> __m256i {
+        let bits = _mm256_castps_si256(_mm256_add_ps(v, _mm256_set1_ps(12_582_912.0)));
+        _mm256_sub_epi32(
+            _mm256_and_si256(bits, _mm256_set1_epi32(0x007F_FFFF)),
+            _mm256_set1_epi32(0x0040_0000),
+        )
+    }
+
+    /// One lane per sub-block, each doing the reference's sequential float arithmetic, so the
+    /// result is bit-identical while 8 sub-blocks progress at once.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn q6_k_subblocks(x: &[f32], l: &mut [i8; 256], scales: &mut [f32; 16]) {
+        const NMAX: i32 = 32;
+        let x: &[f32; 256] = x.try_into().expect("super-block of 256");
+        let (lo, hi) = (_mm256_set1_epi32(-NMAX), _mm256_set1_epi32(NMAX - 1));
+        for group in 0..2 {
+            // xt[ii] lane k = x[16 * (8 * group + k) + ii]: sub-blocks side by side.
+            let mut xt = [_mm256_setzero_ps(); 16];
+            for (ii, v) in xt.iter_mut().enumerate() {
+                let mut col = [0.0f32; 8];
+                for (k, c) in col.iter_mut().enumerate() {
+                    *c = x[16 * (8 * group + k) + ii];
+                }
+                // SAFETY: `col` is 8 floats.
+                *v = unsafe { _mm256_loadu_ps(col.as_ptr()) };
+            }
+            let (mut amax, mut max) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            for v in &xt {
+                let a = abs(*v);
+                let gt = _mm256_cmp_ps(a, amax, _CMP_GT_OQ);
+                amax = _mm256_blendv_ps(amax, a, gt);
+                max = _mm256_blendv_ps(max, *v, gt);
+            }
+            // One pass at a trial scale: codes and the two weighted sums.
+            let pass = |iscale: __m256, codes: &mut [__m256i; 16]| {
+                let (mut sumlx, mut suml2) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                for (v, c) in xt.iter().zip(codes.iter_mut()) {
+                    let q = _mm256_max_epi32(
+                        _mm256_min_epi32(nearest_int(_mm256_mul_ps(iscale, *v)), hi),
+                        lo,
+                    );
+                    *c = q;
+                    let qf = _mm256_cvtepi32_ps(q);
+                    let w = _mm256_mul_ps(*v, *v);
+                    sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(_mm256_mul_ps(w, *v), qf));
+                    suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w, qf), qf));
+                }
+                (sumlx, suml2)
+            };
+            let mut best_codes = [_mm256_setzero_si256(); 16];
+            let (sumlx, suml2) = pass(
+                _mm256_div_ps(_mm256_set1_ps(-(NMAX as f32)), max),
+                &mut best_codes,
+            );
+            let nonzero = _mm256_cmp_ps(suml2, _mm256_setzero_ps(), _CMP_NEQ_UQ);
+            let mut scale = _mm256_and_ps(_mm256_div_ps(sumlx, suml2), nonzero);
+            let mut best = _mm256_mul_ps(scale, sumlx);
+            let mut codes = [_mm256_setzero_si256(); 16];
+            for is in (-9..=9).filter(|&i| i != 0) {
+                let iscale = _mm256_div_ps(_mm256_set1_ps(-(NMAX as f32 + 0.1 * is as f32)), max);
+                let (sumlx, suml2) = pass(iscale, &mut codes);
+                let better = _mm256_and_ps(
+                    _mm256_cmp_ps(suml2, _mm256_setzero_ps(), _CMP_GT_OQ),
+                    _mm256_cmp_ps(
+                        _mm256_mul_ps(sumlx, sumlx),
+                        _mm256_mul_ps(best, suml2),
+                        _CMP_GT_OQ,
+                    ),
+                );
+                let better_i = _mm256_castps_si256(better);
+                for (b, c) in best_codes.iter_mut().zip(&codes) {
+                    *b = _mm256_blendv_epi8(*b, *c, better_i);
+                }
+                scale = _mm256_blendv_ps(scale, _mm256_div_ps(sumlx, suml2), better);
+                best = _mm256_blendv_ps(best, _mm256_mul_ps(scale, sumlx), better);
+            }
+            // Sub-blocks below GROUP_MAX_EPS are all-zero: scale 0, codes 0.
+            let tiny = _mm256_cmp_ps(amax, _mm256_set1_ps(1e-15), _CMP_LT_OQ);
+            scale = _mm256_andnot_ps(tiny, scale);
+            let tiny_i = _mm256_castps_si256(tiny);
+            let mut out = [0.0f32; 8];
+            // SAFETY: `out` is 8 floats.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), scale) };
+            scales[8 * group..8 * group + 8].copy_from_slice(&out);
+            for (ii, c) in best_codes.iter().enumerate() {
+                let stored =
+                    _mm256_andnot_si256(tiny_i, _mm256_add_epi32(*c, _mm256_set1_epi32(NMAX)));
+                let mut lanes = [0i32; 8];
+                store_i32(stored, &mut lanes);
+                for (k, v) in lanes.iter().enumerate() {
+                    l[16 * (8 * group + k) + ii] = *v as i8;
+                }
             }
         }
     }

@@ -59,6 +59,14 @@ proptest! {
     }
 
     #[test]
+    fn q6_k_simd_equals_scalar(x in row()) {
+        // Q6_K needs 256-element rows: repeat the generated values up to the next multiple.
+        let n = x.len().div_ceil(256) * 256;
+        let x: Vec<f32> = x.iter().cycle().take(n).copied().collect();
+        same_bytes(GgmlType::Q6_K, &x, Rounding::Separate)?;
+    }
+
+    #[test]
     fn f16_rows_convert_exactly(bits in prop::collection::vec(any::<u16>(), 0..67)) {
         let bytes: Vec<u8> = bits.iter().flat_map(|b| b.to_le_bytes()).collect();
         let mut y = vec![0.0f32; bits.len()];
