@@ -142,7 +142,7 @@ fn bench_file(c: &mut Criterion) {
     drop(copy);
     for ty in [GgmlType::Q8_0, GgmlType::Q4_0] {
         let policy = QuantizePolicy {
-            target: ty,
+            target: ggufy_plan::Encoding::Ggml(ty),
             pure: false,
             keep: vec![],
         };

@@ -417,3 +417,86 @@ fn quantize_refuses_bad_input_before_any_work() {
         "nothing else written"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// NF4
+
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn nf4_layout_error_bound_and_round_trips() {
+    let src_path = fixtures().join("gguf/tiny-llama-f16.gguf");
+    let (_d, out, o) = quantize(&src_path, "nf4", &["-q"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (src, f) = (Gguf::open(&src_path).unwrap(), Gguf::open(&out).unwrap());
+    assert!(f.layout().warnings.is_empty());
+    assert_eq!(
+        f.get("general.file_type"),
+        None,
+        "no llama_ftype claims NF4"
+    );
+    assert_eq!(f.get_u32("ggufy.nf4.block_size").unwrap(), Some(64));
+    let listed: Vec<String> = f
+        .get_array("ggufy.nf4.tensors")
+        .unwrap()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        listed.len(),
+        14,
+        "every 2-D weight but the embeddings and output head"
+    );
+    assert_eq!(f.tensor("token_embd.weight").unwrap().ty, GgmlType::F16);
+    for name in &listed {
+        let (codes, scales, orig) = (
+            f.tensor(name).unwrap(),
+            f.tensor(&format!("{name}.absmax")).unwrap(),
+            src.tensor(name).unwrap(),
+        );
+        assert_eq!(codes.ty, GgmlType::I8);
+        assert_eq!(codes.dims, [orig.dims[0] / 2, orig.dims[1]]);
+        assert_eq!(
+            (scales.ty, scales.dims.clone()),
+            (GgmlType::F32, vec![orig.dims[0] / 64, orig.dims[1]])
+        );
+        // Every value lands within half the widest codebook gap (0.304) of its block's absmax.
+        let x: Vec<f32> = src
+            .tensor_data(orig)
+            .unwrap()
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect();
+        let am = f32s(f.tensor_data(scales).unwrap());
+        let c = f.tensor_data(codes).unwrap();
+        for (i, v) in x.iter().enumerate() {
+            let q = if i % 2 == 0 {
+                c[i / 2] >> 4
+            } else {
+                c[i / 2] & 0xF
+            };
+            let y = ggufy_quant::nf4::NF4_CODEBOOK[q as usize] * am[i / 64];
+            assert!(
+                (v - y).abs() <= 0.153 * am[i / 64] + 1e-6,
+                "{name}[{i}]: {v} -> {y}"
+            );
+        }
+    }
+    // NF4 in, NF4 out: unchanged. NF4 in, Q8_0 out: decoded, warned, NF4 bookkeeping gone.
+    let (_d2, again, o) = quantize(&out, "nf4", &["-q"]);
+    assert!(o.status.success());
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
+    let (_d3, q8, o) = quantize(&out, "q8_0", &[]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("(NF4)"));
+    let g = Gguf::open(&q8).unwrap();
+    assert!(g.metadata().all(|(k, _)| !k.starts_with("ggufy.nf4")));
+    assert_eq!(g.tensor("blk.0.attn_q.weight").unwrap().dims, [256, 256]);
+    assert!(g.tensor("blk.0.attn_q.weight.absmax").is_none());
+}

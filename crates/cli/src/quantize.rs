@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use ggufy_gguf::{GgmlType, WriterOptions};
-use ggufy_plan::{ExecOptions, QuantizePolicy, execute, file_type_for, quantize_plan};
+use ggufy_plan::{Encoding, ExecOptions, QuantizePolicy, execute, file_type_for, quantize_plan};
 use ggufy_quant::Rounding;
 use serde_json::json;
 
@@ -25,9 +25,9 @@ pub struct QuantizeArgs {
     input: PathBuf,
     /// Output GGUF file (written to a temporary file beside it, renamed when complete).
     output: PathBuf,
-    /// Output type: q8_0, q4_0, q4_1, q5_0, q5_1, q6_k, f16, bf16 or f32.
+    /// Output type: q8_0, q4_0, q4_1, q5_0, q5_1, q6_k, nf4, f16, bf16 or f32.
     #[arg(value_name = "TYPE", value_parser = parse_type)]
-    ty: GgmlType,
+    ty: Encoding,
     /// Use TYPE for every quantizable tensor (no Q6_K output tensor).
     #[arg(long)]
     pure: bool,
@@ -53,15 +53,12 @@ pub struct QuantizeArgs {
 }
 
 /// Parses TYPE for clap, so a bad type is a usage error (exit 2).
-fn parse_type(s: &str) -> Result<GgmlType, String> {
+fn parse_type(s: &str) -> Result<Encoding, String> {
     if s.eq_ignore_ascii_case("nf4") {
-        return Err(format!(
-            "NF4 output is not implemented yet; supported: {}",
-            TYPES.join(", ")
-        ));
+        return Ok(Encoding::Nf4);
     }
-    match GgmlType::from_name(s) {
-        Some(t) if file_type_for(t).is_some() => Ok(t),
+    match GgmlType::from_name(s).map(Encoding::Ggml) {
+        Some(e) if file_type_for(e).is_some() => Ok(e),
         _ => Err(format!(
             "unknown output type; supported: {}",
             TYPES.join(", ")
@@ -148,7 +145,7 @@ pub fn run(args: &QuantizeArgs) -> Result<String> {
             converted,
             human_bytes(bytes_in),
             human_bytes(bytes_out),
-            target.name()
+            target
         );
     }
     if !args.json {
@@ -156,12 +153,12 @@ pub fn run(args: &QuantizeArgs) -> Result<String> {
     }
     let tensors: Vec<_> = reports
         .iter()
-        .map(|r| json!({"name": r.name, "from": r.from.name(), "to": r.to.name(), "bytes_in": r.bytes_in, "bytes_out": r.bytes_out}))
+        .map(|r| json!({"name": r.name, "from": r.from.to_string(), "to": r.to.to_string(), "bytes_in": r.bytes_in, "bytes_out": r.bytes_out}))
         .collect();
     let doc = json!({
         "input": args.input.display().to_string(),
         "output": path.display().to_string(),
-        "type": target.name(),
+        "type": target.to_string(),
         "file_type": file_type_for(target),
         "tensors": tensors,
         "converted": converted,

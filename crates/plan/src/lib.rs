@@ -6,10 +6,10 @@
 //!
 //! ```
 //! use ggufy_gguf::{GgmlType, Gguf};
-//! use ggufy_plan::{ExecOptions, QuantizePolicy, execute, quantize_plan};
+//! use ggufy_plan::{Encoding, ExecOptions, QuantizePolicy, execute, quantize_plan};
 //!
 //! let model = Gguf::open("../../fixtures/gguf/tiny-llama-f16.gguf").unwrap();
-//! let policy = QuantizePolicy { target: GgmlType::Q4_0, pure: false, keep: vec![] };
+//! let policy = QuantizePolicy { target: Encoding::Ggml(GgmlType::Q4_0), pure: false, keep: vec![] };
 //! let (plan, warnings) = quantize_plan(&model, &policy).unwrap();
 //! assert!(warnings.is_empty());
 //! let dir = tempfile::tempdir().unwrap();
@@ -27,21 +27,79 @@ use std::path::{Path, PathBuf};
 use ggufy_gguf::{
     GgmlType, GgufError, GgufWriter, MetaValue, TensorSpec, WritePlan, WriterOptions,
 };
+use ggufy_quant::nf4::{NF4_BLOCK, dequantize_nf4, quantize_nf4};
 use ggufy_quant::{
     QUANTIZE_TARGETS, QuantError, Rounding, can_dequantize, dequantize_row, quantize_row,
 };
 use rayon::prelude::*;
 
-pub use policy::{QuantizePolicy, file_type_for, quantize_plan};
+pub use policy::{
+    NF4_ABSMAX_SUFFIX, NF4_TENSORS_KEY, QuantizePolicy, file_type_for, quantize_plan,
+};
 
-/// Where a tensor's data comes from: little-endian bytes of a known type (usually a slice of a
-/// memory-mapped file).
+/// How values are encoded: a ggml type, or NF4 (which ggml has no type for).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// A ggml tensor type.
+    Ggml(GgmlType),
+    /// QLoRA's NF4, stored as two GGUF tensors (see `docs/nf4.md`).
+    Nf4,
+}
+
+impl std::fmt::Display for Encoding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Encoding::Ggml(t) => f.write_str(t.name()),
+            Encoding::Nf4 => f.write_str("NF4"),
+        }
+    }
+}
+
+/// Where a tensor's data comes from (usually slices of a memory-mapped file).
 #[derive(Clone, Copy, Debug)]
-pub struct Source<'a> {
-    /// The type the bytes are in.
-    pub ty: GgmlType,
-    /// The bytes, exactly one tensor's worth.
-    pub bytes: &'a [u8],
+pub enum Source<'a> {
+    /// Little-endian bytes of a ggml type, exactly one tensor's worth.
+    Ggml {
+        /// The type the bytes are in.
+        ty: GgmlType,
+        /// The bytes.
+        bytes: &'a [u8],
+    },
+    /// NF4: packed codes (two per byte) and one little-endian f32 absmax per 64 elements.
+    Nf4 {
+        /// Packed codes.
+        codes: &'a [u8],
+        /// Block scales.
+        absmax: &'a [u8],
+    },
+}
+
+impl Source<'_> {
+    /// The source's encoding.
+    pub fn encoding(&self) -> Encoding {
+        match self {
+            Source::Ggml { ty, .. } => Encoding::Ggml(*ty),
+            Source::Nf4 { .. } => Encoding::Nf4,
+        }
+    }
+
+    fn len(&self) -> u64 {
+        match self {
+            Source::Ggml { bytes, .. } => bytes.len() as u64,
+            Source::Nf4 { codes, absmax } => (codes.len() + absmax.len()) as u64,
+        }
+    }
+}
+
+/// What one output tensor holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The data in a ggml type; the source's own type means a straight copy.
+    Ggml(GgmlType),
+    /// NF4 codes (an I8 tensor of half the row length); must be followed by its `Nf4Absmax`.
+    Nf4Codes,
+    /// The block scales of the NF4 tensor just before it (F32, row length / 64).
+    Nf4Absmax,
 }
 
 /// One tensor of the output file.
@@ -49,12 +107,48 @@ pub struct Source<'a> {
 pub struct PlannedTensor<'a> {
     /// Output name.
     pub name: String,
-    /// Dimensions in ggml order (`dims[0]` is the row length).
+    /// Logical dimensions of the values in ggml order (`dims[0]` is the row length); the stored
+    /// shape follows from the target (NF4 codes are half as long, scales 1/64).
     pub dims: Vec<u64>,
     /// Input data.
     pub source: Source<'a>,
-    /// Output type; equal to the source type means a straight copy.
-    pub out: GgmlType,
+    /// What to write.
+    pub out: Target,
+}
+
+impl PlannedTensor<'_> {
+    fn ne0(&self) -> u64 {
+        self.dims.first().copied().unwrap_or(1)
+    }
+
+    fn rows(&self) -> u64 {
+        self.dims.iter().skip(1).product()
+    }
+
+    /// The stored type and shape.
+    fn stored(&self) -> (GgmlType, Vec<u64>) {
+        let mut dims = self.dims.clone();
+        let ne0 = self.ne0();
+        match self.out {
+            Target::Ggml(ty) => (ty, dims),
+            Target::Nf4Codes => {
+                if let Some(d) = dims.first_mut() {
+                    *d = ne0 / 2;
+                }
+                (GgmlType::I8, dims)
+            }
+            Target::Nf4Absmax => {
+                if let Some(d) = dims.first_mut() {
+                    *d = ne0 / NF4_BLOCK as u64;
+                }
+                (GgmlType::F32, dims)
+            }
+        }
+    }
+
+    fn is_copy(&self) -> bool {
+        matches!((self.source, self.out), (Source::Ggml { ty, .. }, Target::Ggml(out)) if ty == out)
+    }
 }
 
 /// Everything needed to write one GGUF file.
@@ -106,10 +200,10 @@ pub struct ExecOptions {
 pub struct TensorReport {
     /// Tensor name.
     pub name: String,
-    /// Source type.
-    pub from: GgmlType,
-    /// Output type.
-    pub to: GgmlType,
+    /// Source encoding.
+    pub from: Encoding,
+    /// Output encoding (NF4 for both of an NF4 tensor's parts).
+    pub to: Encoding,
     /// Source bytes read.
     pub bytes_in: u64,
     /// Bytes written (without padding).
@@ -120,59 +214,92 @@ impl TensorPlan<'_> {
     /// Checks every tensor before any work: source sizes agree with shapes, conversions exist,
     /// rows fill whole blocks. Returns the writer's layout.
     pub fn validate(&self) -> Result<WritePlan, PlanError> {
-        for t in &self.tensors {
+        for (i, t) in self.tensors.iter().enumerate() {
             let fail = |problem: String| PlanError::Tensor {
                 name: t.name.clone(),
                 problem,
             };
-            let ne0 = t.dims.first().copied().unwrap_or(1);
-            let rows: u64 = t.dims.iter().skip(1).product();
-            let want = t
-                .source
-                .ty
-                .row_bytes(ne0)
-                .and_then(|r| r.checked_mul(rows))
-                .ok_or_else(|| {
-                    fail(format!(
-                        "shape {:?} does not fit {} blocks",
-                        t.dims, t.source.ty
-                    ))
-                })?;
-            if t.source.bytes.len() as u64 != want {
-                return Err(fail(format!(
-                    "source has {} bytes but a {} tensor of shape {:?} needs {want}",
-                    t.source.bytes.len(),
-                    t.source.ty,
-                    t.dims
-                )));
+            let (ne0, rows) = (t.ne0(), t.rows());
+            let n = ne0
+                .checked_mul(rows)
+                .ok_or_else(|| fail(format!("shape {:?} overflows", t.dims)))?;
+            match t.source {
+                Source::Ggml { ty, bytes } => {
+                    let want = ty
+                        .row_bytes(ne0)
+                        .and_then(|r| r.checked_mul(rows))
+                        .ok_or_else(|| {
+                            fail(format!("shape {:?} does not fit {ty} blocks", t.dims))
+                        })?;
+                    if bytes.len() as u64 != want {
+                        return Err(fail(format!(
+                            "source has {} bytes but a {ty} tensor of shape {:?} needs {want}",
+                            bytes.len(),
+                            t.dims
+                        )));
+                    }
+                    if !t.is_copy() && !can_dequantize(ty) {
+                        return Err(fail(format!(
+                            "cannot convert from {ty}: ggufy does not decode that type yet"
+                        )));
+                    }
+                }
+                Source::Nf4 { codes, absmax } => {
+                    if ne0 % NF4_BLOCK as u64 != 0
+                        || codes.len() as u64 != n / 2
+                        || absmax.len() as u64 != n / NF4_BLOCK as u64 * 4
+                    {
+                        return Err(fail(format!(
+                            "NF4 data of {} code bytes and {} scale bytes does not fit shape {:?}",
+                            codes.len(),
+                            absmax.len(),
+                            t.dims
+                        )));
+                    }
+                }
             }
-            if t.out == t.source.ty {
-                continue;
-            }
-            if !can_dequantize(t.source.ty) {
-                return Err(fail(format!(
-                    "cannot convert from {}: ggufy does not decode that type yet",
-                    t.source.ty
-                )));
-            }
-            if !QUANTIZE_TARGETS.contains(&t.out) {
-                return Err(fail(format!("cannot convert to {}", t.out)));
-            }
-            if t.out.row_bytes(ne0).is_none() {
-                return Err(fail(format!(
-                    "row length {ne0} is not a multiple of the {} block size {}",
-                    t.out,
-                    t.out.block_size()
-                )));
+            match t.out {
+                Target::Ggml(ty) if !t.is_copy() => {
+                    if !QUANTIZE_TARGETS.contains(&ty) {
+                        return Err(fail(format!("cannot convert to {ty}")));
+                    }
+                    if ty.row_bytes(ne0).is_none() {
+                        return Err(fail(format!(
+                            "row length {ne0} is not a multiple of the {ty} block size {}",
+                            ty.block_size()
+                        )));
+                    }
+                }
+                Target::Ggml(_) => {}
+                Target::Nf4Codes => {
+                    if ne0 % NF4_BLOCK as u64 != 0 {
+                        return Err(fail(format!(
+                            "row length {ne0} is not a multiple of the NF4 block size 64"
+                        )));
+                    }
+                    let next = self.tensors.get(i + 1);
+                    if !next.is_some_and(|a| a.out == Target::Nf4Absmax && a.dims == t.dims) {
+                        return Err(fail("NF4 codes must be followed by their scales".into()));
+                    }
+                }
+                Target::Nf4Absmax => {
+                    let prev = i.checked_sub(1).and_then(|p| self.tensors.get(p));
+                    if !prev.is_some_and(|c| c.out == Target::Nf4Codes) {
+                        return Err(fail("NF4 scales must follow their codes".into()));
+                    }
+                }
             }
         }
         let specs = self
             .tensors
             .iter()
-            .map(|t| TensorSpec {
-                name: t.name.clone(),
-                dims: t.dims.clone(),
-                ty: t.out,
+            .map(|t| {
+                let (ty, dims) = t.stored();
+                TensorSpec {
+                    name: t.name.clone(),
+                    dims,
+                    ty,
+                }
             })
             .collect();
         Ok(WritePlan::new(self.metadata.clone(), specs)?)
@@ -183,27 +310,84 @@ impl TensorPlan<'_> {
 /// balance a few hundred rows across cores.
 const TASK_BYTES: usize = 256 * 1024;
 
-/// Converts one tensor into `out` (exactly its output size), rows in parallel.
+/// Decodes row `row` of a source into `out` (`ne0` values).
+fn decode_row(src: &Source<'_>, row: usize, out: &mut [f32]) -> Result<(), QuantError> {
+    let ne0 = out.len();
+    match *src {
+        Source::Ggml { ty, bytes } => {
+            let rb = ty.row_bytes(ne0 as u64).unwrap_or(0) as usize;
+            let b = bytes.get(row * rb..(row + 1) * rb).unwrap_or(&[]);
+            dequantize_row(ty, b, out)
+        }
+        Source::Nf4 { codes, absmax } => {
+            let c = codes.get(row * ne0 / 2..(row + 1) * ne0 / 2).unwrap_or(&[]);
+            let nb = ne0 / NF4_BLOCK;
+            let a: Vec<f32> = absmax
+                .get(row * nb * 4..(row + 1) * nb * 4)
+                .unwrap_or(&[])
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            if c.len() * 2 != ne0 || a.len() != nb {
+                return Err(QuantError::BadLength {
+                    ty: GgmlType::I8,
+                    n: ne0,
+                    block: NF4_BLOCK as u64,
+                    bytes: c.len(),
+                });
+            }
+            dequantize_nf4(c, &a, out);
+            Ok(())
+        }
+    }
+}
+
+/// Converts one tensor into `out` (exactly its stored size), rows in parallel. For NF4 codes,
+/// `scales` receives the block scales as little-endian f32.
 fn convert_tensor(
     t: &PlannedTensor<'_>,
     out: &mut [u8],
+    scales: &mut [u8],
     rounding: Rounding,
 ) -> Result<(), QuantError> {
-    let ne0 = t.dims.first().copied().unwrap_or(1) as usize;
-    let src_row = t.source.ty.row_bytes(ne0 as u64).unwrap_or(0) as usize;
-    let dst_row = t.out.row_bytes(ne0 as u64).unwrap_or(0) as usize;
-    if out.is_empty() || src_row == 0 || dst_row == 0 {
+    let ne0 = t.ne0() as usize;
+    let (dst_row, scale_row) = match t.out {
+        Target::Ggml(ty) => (ty.row_bytes(ne0 as u64).unwrap_or(0) as usize, 0),
+        Target::Nf4Codes => (ne0 / 2, ne0 / NF4_BLOCK * 4),
+        Target::Nf4Absmax => return Ok(()),
+    };
+    if out.is_empty() || dst_row == 0 {
         return Ok(());
     }
     let rows_per_task = (TASK_BYTES / dst_row).max(1);
+    let scale_chunk = (scale_row * rows_per_task).max(1);
+    let mut no_scales = Vec::new();
+    let scales: &mut [u8] = if scale_row == 0 {
+        no_scales.resize(out.len().div_ceil(dst_row * rows_per_task), 0);
+        &mut no_scales
+    } else {
+        scales
+    };
     out.par_chunks_mut(dst_row * rows_per_task)
-        .zip(t.source.bytes.par_chunks(src_row * rows_per_task))
+        .zip(scales.par_chunks_mut(scale_chunk))
+        .enumerate()
         .try_for_each_init(
-            || vec![0.0f32; ne0],
-            |row, (dst, src)| {
-                for (d, s) in dst.chunks_exact_mut(dst_row).zip(src.chunks_exact(src_row)) {
-                    dequantize_row(t.source.ty, s, row)?;
-                    quantize_row(t.out, row, d, rounding)?;
+            || (vec![0.0f32; ne0], vec![0.0f32; ne0 / NF4_BLOCK]),
+            |(row, am), (task, (dst, sc))| {
+                for (k, d) in dst.chunks_exact_mut(dst_row).enumerate() {
+                    decode_row(&t.source, task * rows_per_task + k, row)?;
+                    match t.out {
+                        Target::Ggml(ty) => quantize_row(ty, row, d, rounding)?,
+                        _ => {
+                            quantize_nf4(row, d, am);
+                            for (b, v) in sc[k * scale_row..(k + 1) * scale_row]
+                                .chunks_exact_mut(4)
+                                .zip(am.iter())
+                            {
+                                b.copy_from_slice(&v.to_le_bytes());
+                            }
+                        }
+                    }
                 }
                 Ok(())
             },
@@ -228,35 +412,56 @@ pub fn execute(
         })?;
     let mut writer = GgufWriter::create(dest, layout, &opts.writer)?;
     let mut reports = Vec::with_capacity(plan.tensors.len());
+    let mut pending_scales: Vec<u8> = Vec::new();
     for (i, t) in plan.tensors.iter().enumerate() {
-        if t.out == t.source.ty {
-            writer.write_tensor(t.source.bytes)?;
-        } else {
-            writer
-                .write_tensor_with(|buf| pool.install(|| convert_tensor(t, buf, opts.rounding)))
-                .map_err(|e| match e {
-                    ggufy_gguf::WriteError::Gguf(g) => PlanError::Gguf(g),
-                    ggufy_gguf::WriteError::Source(err) => PlanError::Quant {
-                        name: t.name.clone(),
-                        err,
-                    },
-                })?;
+        let (_, stored_dims) = t.stored();
+        let stored_ty = t.stored().0;
+        let bytes_out = stored_ty
+            .row_bytes(stored_dims.first().copied().unwrap_or(1))
+            .unwrap_or(0)
+            * stored_dims.iter().skip(1).product::<u64>();
+        let quant_err = |err| PlanError::Quant {
+            name: t.name.clone(),
+            err,
+        };
+        match (t.source, t.out) {
+            (Source::Ggml { bytes, .. }, _) if t.is_copy() => writer.write_tensor(bytes)?,
+            (_, Target::Nf4Absmax) => writer.write_tensor(&std::mem::take(&mut pending_scales))?,
+            _ => {
+                let scale_len = if t.out == Target::Nf4Codes {
+                    (t.ne0() as usize / NF4_BLOCK) * 4 * t.rows() as usize
+                } else {
+                    0
+                };
+                pending_scales.clear();
+                pending_scales.resize(scale_len, 0);
+                let scales = &mut pending_scales;
+                writer
+                    .write_tensor_with(|buf| {
+                        pool.install(|| convert_tensor(t, buf, scales, opts.rounding))
+                    })
+                    .map_err(|e| match e {
+                        ggufy_gguf::WriteError::Gguf(g) => PlanError::Gguf(g),
+                        ggufy_gguf::WriteError::Source(err) => quant_err(err),
+                    })?;
+            }
         }
         let report = TensorReport {
             name: t.name.clone(),
-            from: t.source.ty,
-            to: t.out,
-            bytes_in: t.source.bytes.len() as u64,
-            bytes_out: writer_size(t),
+            from: t.source.encoding(),
+            to: match t.out {
+                Target::Ggml(ty) => Encoding::Ggml(ty),
+                _ => Encoding::Nf4,
+            },
+            bytes_in: if t.out == Target::Nf4Absmax {
+                0
+            } else {
+                t.source.len()
+            },
+            bytes_out,
         };
         progress(i, &report);
         reports.push(report);
     }
     Ok((writer.finish()?, reports))
-}
-
-fn writer_size(t: &PlannedTensor<'_>) -> u64 {
-    let ne0 = t.dims.first().copied().unwrap_or(1);
-    let rows: u64 = t.dims.iter().skip(1).product();
-    t.out.row_bytes(ne0).unwrap_or(0) * rows
 }

@@ -22,6 +22,7 @@
 pub mod fp;
 pub mod kquants;
 pub mod legacy;
+pub mod nf4;
 pub mod simd;
 
 use ggufy_gguf::GgmlType;
