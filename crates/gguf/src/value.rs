@@ -345,52 +345,27 @@ impl<'a> ArrayView<'a> {
 
     /// Copies the array into an owned [`MetaArray`].
     pub fn to_owned_array(&self) -> Result<MetaArray, std::str::Utf8Error> {
-        fn collect<T>(a: &ArrayView<'_>, f: impl Fn(Value<'_>) -> Option<T>) -> Vec<T> {
-            a.iter().filter_map(f).collect()
+        // Each scalar element type collects into the MetaArray variant of the same name.
+        macro_rules! scalars {
+            ($($variant:ident),*) => {
+                match self.elem {
+                    $(T::$variant => {
+                        return Ok(MetaArray::$variant(
+                            self.iter()
+                                .filter_map(|v| match v {
+                                    Value::$variant(x) => Some(x),
+                                    _ => None,
+                                })
+                                .collect(),
+                        ))
+                    })*
+                    _ => {}
+                }
+            };
         }
         use ValueType as T;
+        scalars!(U8, I8, U16, I16, U32, I32, F32, Bool, U64, I64, F64);
         Ok(match self.elem {
-            T::U8 => MetaArray::U8(collect(self, |v| match v {
-                Value::U8(x) => Some(x),
-                _ => None,
-            })),
-            T::I8 => MetaArray::I8(collect(self, |v| match v {
-                Value::I8(x) => Some(x),
-                _ => None,
-            })),
-            T::U16 => MetaArray::U16(collect(self, |v| match v {
-                Value::U16(x) => Some(x),
-                _ => None,
-            })),
-            T::I16 => MetaArray::I16(collect(self, |v| match v {
-                Value::I16(x) => Some(x),
-                _ => None,
-            })),
-            T::U32 => MetaArray::U32(collect(self, |v| match v {
-                Value::U32(x) => Some(x),
-                _ => None,
-            })),
-            T::I32 => MetaArray::I32(collect(self, |v| match v {
-                Value::I32(x) => Some(x),
-                _ => None,
-            })),
-            T::F32 => MetaArray::F32(collect(self, |v| match v {
-                Value::F32(x) => Some(x),
-                _ => None,
-            })),
-            T::Bool => MetaArray::Bool(collect(self, |v| v.as_bool())),
-            T::U64 => MetaArray::U64(collect(self, |v| match v {
-                Value::U64(x) => Some(x),
-                _ => None,
-            })),
-            T::I64 => MetaArray::I64(collect(self, |v| match v {
-                Value::I64(x) => Some(x),
-                _ => None,
-            })),
-            T::F64 => MetaArray::F64(collect(self, |v| match v {
-                Value::F64(x) => Some(x),
-                _ => None,
-            })),
             T::String => {
                 let mut out = Vec::new();
                 for v in self.iter() {
@@ -400,7 +375,8 @@ impl<'a> ArrayView<'a> {
                 }
                 MetaArray::String(out)
             }
-            T::Array => {
+            // Scalars returned above: what is left is an array of arrays.
+            _ => {
                 let mut out = Vec::new();
                 for v in self.iter() {
                     if let Value::Array(a) = v {

@@ -108,7 +108,7 @@ pub fn dequantize_block_q4_1(b: &[u8], y: &mut [f32]) {
 
 /// Packs 32 five-bit values: low nibbles like Q4, fifth bits as a little-endian u32 (bit i ↔ element i).
 #[inline(always)]
-fn pack5(q: &[u8; QK], qh_out: &mut [u8], qs_out: &mut [u8]) {
+pub(crate) fn pack5(q: &[u8; QK], qh_out: &mut [u8], qs_out: &mut [u8]) {
     let mut qh = 0u32;
     for j in 0..QK / 2 {
         let (a, b) = (q[j], q[j + QK / 2]);

@@ -153,7 +153,10 @@ pub fn quantize_row_at(
     };
     let done = match ty {
         GgmlType::Q8_0 => simd::quantize_q8_0(src, dst, level),
-        GgmlType::Q4_0 => simd::quantize_q4_0(src, dst, rounding, level),
+        GgmlType::Q4_0 => simd::quantize_legacy(simd::Legacy::Q4_0, src, dst, rounding, level),
+        GgmlType::Q4_1 => simd::quantize_legacy(simd::Legacy::Q4_1, src, dst, rounding, level),
+        GgmlType::Q5_0 => simd::quantize_legacy(simd::Legacy::Q5_0, src, dst, rounding, level),
+        GgmlType::Q5_1 => simd::quantize_legacy(simd::Legacy::Q5_1, src, dst, rounding, level),
         _ => false,
     };
     if done {

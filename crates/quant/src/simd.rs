@@ -71,15 +71,34 @@ pub fn quantize_q8_0(x: &[f32], out: &mut [u8], level: Level) -> bool {
     false
 }
 
-/// Q4_0 blocks of `x` into `out`; returns false when no SIMD path applies.
-pub fn quantize_q4_0(x: &[f32], out: &mut [u8], rounding: Rounding, level: Level) -> bool {
+/// The 32-element formats that share one vector quantizer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Legacy {
+    /// Symmetric 4-bit.
+    Q4_0,
+    /// Asymmetric 4-bit (scale and minimum).
+    Q4_1,
+    /// Symmetric 5-bit.
+    Q5_0,
+    /// Asymmetric 5-bit.
+    Q5_1,
+}
+
+/// Q4_0/Q4_1/Q5_0/Q5_1 blocks of `x` into `out`; returns false when no SIMD path applies.
+pub fn quantize_legacy(
+    kind: Legacy,
+    x: &[f32],
+    out: &mut [u8],
+    rounding: Rounding,
+    level: Level,
+) -> bool {
     #[cfg(target_arch = "x86_64")]
     if level == Level::Avx2 {
         // SAFETY: Level::Avx2 is only chosen when the CPU reports AVX2 and FMA.
-        unsafe { x86::quantize_q4_0(x, out, rounding) };
+        unsafe { x86::quantize_legacy(kind, x, out, rounding) };
         return true;
     }
-    let _ = (x, out, rounding, level);
+    let _ = (kind, x, out, rounding, level);
     false
 }
 
@@ -192,42 +211,116 @@ mod x86 {
         }
     }
 
+    /// The first element of the block equal to `target` (ggml's scans keep the first extreme,
+    /// which matters for -0.0 against +0.0).
+    #[target_feature(enable = "avx2")]
+    fn first_equal(v: &[__m256; 4], xb: &[f32], target: f32, magnitude: bool) -> f32 {
+        let t = _mm256_set1_ps(target);
+        let mut mask = 0u32;
+        for (k, vk) in v.iter().enumerate() {
+            let lane = if magnitude { abs(*vk) } else { *vk };
+            mask |= (_mm256_movemask_ps(_mm256_cmp_ps(lane, t, _CMP_EQ_OQ)) as u32) << (8 * k);
+        }
+        xb.get(mask.trailing_zeros() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    }
+
+    /// Minimum and maximum of the block as ggml's scalar loop finds them (first extreme wins).
+    #[target_feature(enable = "avx2")]
+    fn min_max(v: &[__m256; 4], xb: &[f32]) -> (f32, f32) {
+        let reduce = |m: __m256, f: fn(__m128, __m128) -> __m128| {
+            let m4 = f(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+            let m2 = f(m4, _mm_movehl_ps(m4, m4));
+            _mm_cvtss_f32(f(m2, _mm_shuffle_ps(m2, m2, 1)))
+        };
+        let lo = _mm256_min_ps(_mm256_min_ps(v[0], v[1]), _mm256_min_ps(v[2], v[3]));
+        let hi = _mm256_max_ps(_mm256_max_ps(v[0], v[1]), _mm256_max_ps(v[2], v[3]));
+        let (lo, hi) = (
+            reduce(lo, |a, b| _mm_min_ps(a, b)),
+            reduce(hi, |a, b| _mm_max_ps(a, b)),
+        );
+        (first_equal(v, xb, lo, false), first_equal(v, xb, hi, false))
+    }
+
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn quantize_q4_0(x: &[f32], out: &mut [u8], rounding: Rounding) {
-        let bias = _mm256_set1_ps(8.5);
-        let fifteen = _mm256_set1_epi32(15);
+    pub(super) unsafe fn quantize_legacy(
+        kind: super::Legacy,
+        x: &[f32],
+        out: &mut [u8],
+        rounding: Rounding,
+    ) {
+        use super::Legacy::*;
+        let block_bytes = match kind {
+            Q4_0 => 18,
+            Q4_1 => 20,
+            Q5_0 => 22,
+            Q5_1 => 24,
+        };
         let mut q = [0i32; QK];
-        for (xb, ob) in x.chunks_exact(QK).zip(out.chunks_exact_mut(18)) {
+        for (xb, ob) in x.chunks_exact(QK).zip(out.chunks_exact_mut(block_bytes)) {
             let v = load_block(xb);
-            let amax = abs_max(&v);
-            // The first element whose magnitude is the maximum, as the scalar scan keeps it.
-            let max = if amax == 0.0 {
-                0.0
-            } else {
-                let target = _mm256_set1_ps(amax);
-                let mut mask = 0u32;
-                for (k, vk) in v.iter().enumerate() {
-                    let eq = _mm256_cmp_ps(abs(*vk), target, _CMP_EQ_OQ);
-                    mask |= (_mm256_movemask_ps(eq) as u32) << (8 * k);
+            // Scale, offset subtracted before scaling, bias added after, largest code.
+            let (d, min, bias, top) = match kind {
+                Q4_0 | Q5_0 => {
+                    let amax = abs_max(&v);
+                    let max = if amax == 0.0 {
+                        0.0
+                    } else {
+                        first_equal(&v, xb, amax, true)
+                    };
+                    let (levels, bias, top) = if kind == Q4_0 {
+                        (-8.0, 8.5, 15)
+                    } else {
+                        (-16.0, 16.5, 31)
+                    };
+                    (max / levels, None, bias, top)
                 }
-                xb[mask.trailing_zeros() as usize]
+                Q4_1 | Q5_1 => {
+                    let (min, max) = min_max(&v, xb);
+                    let (levels, top) = if kind == Q4_1 {
+                        (15.0, 15)
+                    } else {
+                        (31.0, i32::MAX)
+                    };
+                    ((max - min) / levels, Some(min), 0.5, top)
+                }
             };
-            let d = max / -8.0;
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
             ob[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
-            let vid = _mm256_set1_ps(id);
-            for (k, vk) in v.iter().enumerate() {
-                let s = match rounding {
-                    Rounding::Separate => _mm256_add_ps(_mm256_mul_ps(*vk, vid), bias),
-                    Rounding::Fused => _mm256_fmadd_ps(*vk, vid, bias),
-                };
-                store_i32(
-                    _mm256_min_epi32(c_to_i8(s), fifteen),
-                    &mut q[8 * k..8 * k + 8],
-                );
+            if let Some(m) = min {
+                ob[2..4].copy_from_slice(&f32_to_f16(m).to_le_bytes());
             }
-            for j in 0..QK / 2 {
-                ob[2 + j] = (q[j] as u8) | ((q[j + QK / 2] as u8) << 4);
+            let (vid, vbias, vtop) = (
+                _mm256_set1_ps(id),
+                _mm256_set1_ps(bias),
+                _mm256_set1_epi32(top),
+            );
+            let vmin = _mm256_set1_ps(min.unwrap_or(0.0));
+            for (k, vk) in v.iter().enumerate() {
+                let centred = if min.is_some() {
+                    _mm256_sub_ps(*vk, vmin)
+                } else {
+                    *vk
+                };
+                let s = match rounding {
+                    Rounding::Separate => _mm256_add_ps(_mm256_mul_ps(centred, vid), vbias),
+                    Rounding::Fused => _mm256_fmadd_ps(centred, vid, vbias),
+                };
+                store_i32(_mm256_min_epi32(c_to_i8(s), vtop), &mut q[8 * k..8 * k + 8]);
+            }
+            match kind {
+                Q4_0 | Q4_1 => {
+                    let qs = &mut ob[block_bytes - QK / 2..];
+                    for j in 0..QK / 2 {
+                        qs[j] = (q[j] as u8) | ((q[j + QK / 2] as u8) << 4);
+                    }
+                }
+                Q5_0 | Q5_1 => {
+                    let bytes: [u8; QK] = q.map(|v| v as u8);
+                    let (qh, qs) = ob[block_bytes - QK / 2 - 4..].split_at_mut(4);
+                    crate::legacy::pack5(&bytes, qh, qs);
+                }
             }
         }
     }

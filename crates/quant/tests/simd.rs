@@ -53,9 +53,11 @@ proptest! {
     }
 
     #[test]
-    fn q4_0_simd_equals_scalar(x in row()) {
-        same_bytes(GgmlType::Q4_0, &x, Rounding::Separate)?;
-        same_bytes(GgmlType::Q4_0, &x, Rounding::Fused)?;
+    fn legacy_simd_equals_scalar(x in row()) {
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1] {
+            same_bytes(ty, &x, Rounding::Separate)?;
+            same_bytes(ty, &x, Rounding::Fused)?;
+        }
     }
 
     #[test]
