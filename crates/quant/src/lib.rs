@@ -152,6 +152,10 @@ pub fn quantize_row_at(
         simd::Level::Scalar
     };
     let done = match ty {
+        GgmlType::F16 => {
+            simd::f32_row_to_f16(src, dst, level);
+            true
+        }
         GgmlType::Q8_0 => simd::quantize_q8_0(src, dst, level),
         GgmlType::Q4_0 => simd::quantize_legacy(simd::Legacy::Q4_0, src, dst, rounding, level),
         GgmlType::Q4_1 => simd::quantize_legacy(simd::Legacy::Q4_1, src, dst, rounding, level),
@@ -167,9 +171,6 @@ pub fn quantize_row_at(
     let blocks = src.chunks_exact(bs).zip(dst.chunks_exact_mut(ts));
     match ty {
         GgmlType::F32 => blocks.for_each(|(x, o)| o.copy_from_slice(&x[0].to_le_bytes())),
-        GgmlType::F16 => {
-            blocks.for_each(|(x, o)| o.copy_from_slice(&fp::f32_to_f16(x[0]).to_le_bytes()))
-        }
         GgmlType::BF16 => {
             blocks.for_each(|(x, o)| o.copy_from_slice(&fp::f32_to_bf16(x[0]).to_le_bytes()))
         }

@@ -59,6 +59,20 @@ pub fn f16_row_to_f32(src: &[u8], dst: &mut [f32], level: Level) {
     }
 }
 
+/// f32 row → f16 row (little-endian halves), with ggml's rounding and NaN handling.
+pub fn f32_row_to_f16(src: &[f32], dst: &mut [u8], level: Level) {
+    #[cfg(target_arch = "x86_64")]
+    if level == Level::Avx2 {
+        // SAFETY: Level::Avx2 is only chosen when the CPU reports F16C and AVX2.
+        unsafe { x86::f32_row_to_f16(src, dst) };
+        return;
+    }
+    let _ = level;
+    for (o, &v) in dst.chunks_exact_mut(2).zip(src) {
+        o.copy_from_slice(&crate::fp::f32_to_f16(v).to_le_bytes());
+    }
+}
+
 /// Q8_0 blocks of `x` into `out`; returns false when no SIMD path applies.
 pub fn quantize_q8_0(x: &[f32], out: &mut [u8], level: Level) -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -139,6 +153,33 @@ mod x86 {
         }
         for j in i..n {
             dst[j] = crate::fp::f16_to_f32(u16::from_le_bytes([src[2 * j], src[2 * j + 1]]));
+        }
+    }
+
+    #[target_feature(enable = "avx2,f16c")]
+    pub(super) unsafe fn f32_row_to_f16(src: &[f32], dst: &mut [u8]) {
+        let n = src.len().min(dst.len() / 2);
+        let mut i = 0;
+        while i + 8 <= n {
+            // SAFETY: i + 8 <= n, so 8 floats of src from i and 16 bytes of dst from 2i are in
+            // bounds; both accesses are unaligned.
+            let (v, h) = unsafe {
+                let v = _mm256_loadu_ps(src.as_ptr().add(i));
+                (v, _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT))
+            };
+            // vcvtps2ph keeps NaN payloads; ggml writes the canonical quiet NaN, so redo those.
+            if _mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)) != 0 {
+                for j in i..i + 8 {
+                    dst[2 * j..2 * j + 2].copy_from_slice(&f32_to_f16(src[j]).to_le_bytes());
+                }
+            } else {
+                // SAFETY: as above, 16 bytes from 2i are in bounds.
+                unsafe { _mm_storeu_si128(dst.as_mut_ptr().add(2 * i) as *mut __m128i, h) };
+            }
+            i += 8;
+        }
+        for j in i..n {
+            dst[2 * j..2 * j + 2].copy_from_slice(&f32_to_f16(src[j]).to_le_bytes());
         }
     }
 

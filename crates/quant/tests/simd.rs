@@ -69,6 +69,16 @@ proptest! {
     }
 
     #[test]
+    fn f16_output_simd_equals_scalar(x in row(), nan_at in prop::option::of(0usize..32)) {
+        // NaN here is fine: both paths must write ggml's canonical quiet NaN.
+        let mut x = x;
+        if let Some(i) = nan_at {
+            x[i] = f32::from_bits(0x7FA0_0001);
+        }
+        same_bytes(GgmlType::F16, &x, Rounding::Separate)?;
+    }
+
+    #[test]
     fn f16_rows_convert_exactly(bits in prop::collection::vec(any::<u16>(), 0..67)) {
         let bytes: Vec<u8> = bits.iter().flat_map(|b| b.to_le_bytes()).collect();
         let mut y = vec![0.0f32; bits.len()];
