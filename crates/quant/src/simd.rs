@@ -1,8 +1,9 @@
 //! SIMD paths chosen at run time. Each one produces exactly the scalar reference's bytes (tests
 //! check this on random and edge rows); `GGUFY_FORCE_SCALAR=1` turns them all off for debugging.
 //!
-//! x86-64: F16C for f16 → f32 rows, AVX2 (+FMA for the fused mode) for Q8_0 and Q4_0. Other
-//! formats and architectures use the scalar reference, which the compiler auto-vectorizes in part.
+//! x86-64: F16C for f16 ↔ f32 rows, AVX2 (+FMA for the fused mode) for Q8_0, Q4_0, Q4_1, Q5_0,
+//! Q5_1 and Q6_K. AArch64: NEON for Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 (tested under qemu). Everything
+//! else uses the scalar reference.
 
 use std::sync::OnceLock;
 
@@ -15,6 +16,8 @@ pub enum Level {
     Scalar,
     /// x86-64 with AVX2, FMA and F16C.
     Avx2,
+    /// AArch64 with NEON.
+    Neon,
 }
 
 /// The level chosen once per process from the CPU and `GGUFY_FORCE_SCALAR`.
@@ -40,7 +43,16 @@ fn detect() -> Level {
     }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(target_arch = "aarch64")]
+fn detect() -> Level {
+    if std::arch::is_aarch64_feature_detected!("neon") {
+        Level::Neon
+    } else {
+        Level::Scalar
+    }
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 fn detect() -> Level {
     Level::Scalar
 }
@@ -81,6 +93,12 @@ pub fn quantize_q8_0(x: &[f32], out: &mut [u8], level: Level) -> bool {
         unsafe { x86::quantize_q8_0(x, out) };
         return true;
     }
+    #[cfg(target_arch = "aarch64")]
+    if level == Level::Neon {
+        // SAFETY: Level::Neon is only chosen when the CPU reports NEON.
+        unsafe { neon::quantize_q8_0(x, out) };
+        return true;
+    }
     let _ = (x, out, level);
     false
 }
@@ -110,6 +128,12 @@ pub fn quantize_legacy(
     if level == Level::Avx2 {
         // SAFETY: Level::Avx2 is only chosen when the CPU reports AVX2 and FMA.
         unsafe { x86::quantize_legacy(kind, x, out, rounding) };
+        return true;
+    }
+    #[cfg(target_arch = "aarch64")]
+    if level == Level::Neon {
+        // SAFETY: Level::Neon is only chosen when the CPU reports NEON.
+        unsafe { neon::quantize_legacy(kind, x, out, rounding) };
         return true;
     }
     let _ = (kind, x, out, rounding, level);
@@ -460,6 +484,155 @@ mod x86 {
                 store_i32(stored, &mut lanes);
                 for (k, v) in lanes.iter().enumerate() {
                     l[16 * (8 * group + k) + ii] = *v as i8;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use std::arch::aarch64::*;
+
+    use crate::Rounding;
+    use crate::fp::f32_to_f16;
+
+    const QK: usize = 32;
+
+    #[target_feature(enable = "neon")]
+    fn load_block(x: &[f32]) -> [float32x4_t; 8] {
+        let b: &[f32; QK] = x.try_into().expect("block of 32");
+        // SAFETY: `b` is exactly 32 floats, so each 4-float load from 4k is in bounds.
+        std::array::from_fn(|k| unsafe { vld1q_f32(b.as_ptr().add(4 * k)) })
+    }
+
+    /// C's `(int8_t)f` as x86 runs it (the reference ggufy matches everywhere): truncate to i32,
+    /// 0x80000000 for NaN and out-of-range values, then the low byte, sign-extended. NEON's own
+    /// conversion saturates instead, hence the range mask.
+    #[target_feature(enable = "neon")]
+    fn c_to_i8(v: float32x4_t) -> int32x4_t {
+        let in_range = vcaltq_f32(v, vdupq_n_f32(2_147_483_648.0));
+        let i = vbslq_s32(in_range, vcvtq_s32_f32(v), vdupq_n_s32(i32::MIN));
+        vshrq_n_s32::<24>(vshlq_n_s32::<24>(i))
+    }
+
+    #[target_feature(enable = "neon")]
+    fn store(v: int32x4_t, out: &mut [i32]) {
+        let out: &mut [i32; 4] = out.try_into().expect("4 lanes");
+        // SAFETY: `out` is exactly 4 i32s.
+        unsafe { vst1q_s32(out.as_mut_ptr(), v) }
+    }
+
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn quantize_q8_0(x: &[f32], out: &mut [u8]) {
+        let mut q = [0i32; QK];
+        for (xb, ob) in x.chunks_exact(QK).zip(out.chunks_exact_mut(34)) {
+            let v = load_block(xb);
+            let amax = v
+                .iter()
+                .fold(vdupq_n_f32(0.0), |m, vk| vmaxq_f32(m, vabsq_f32(*vk)));
+            let d = vmaxvq_f32(amax) / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            ob[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
+            for (k, vk) in v.iter().enumerate() {
+                // vrndaq rounds half away from zero: exactly C's roundf.
+                let r = vrndaq_f32(vmulq_f32(*vk, vdupq_n_f32(id)));
+                store(c_to_i8(r), &mut q[4 * k..4 * k + 4]);
+            }
+            for (o, qi) in ob[2..].iter_mut().zip(q) {
+                *o = qi as u8;
+            }
+        }
+    }
+
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn quantize_legacy(
+        kind: super::Legacy,
+        x: &[f32],
+        out: &mut [u8],
+        rounding: Rounding,
+    ) {
+        use super::Legacy::*;
+        let block_bytes = match kind {
+            Q4_0 => 18,
+            Q4_1 => 20,
+            Q5_0 => 22,
+            Q5_1 => 24,
+        };
+        // The first element equal to `t` (by value or magnitude), as ggml's scans keep it.
+        let first = |xb: &[f32], t: f32, magnitude: bool| {
+            xb.iter()
+                .copied()
+                .find(|v| if magnitude { v.abs() == t } else { *v == t })
+                .unwrap_or(0.0)
+        };
+        let mut q = [0i32; QK];
+        for (xb, ob) in x.chunks_exact(QK).zip(out.chunks_exact_mut(block_bytes)) {
+            let v = load_block(xb);
+            let (d, min, bias, top) = match kind {
+                Q4_0 | Q5_0 => {
+                    let amax = vmaxvq_f32(
+                        v.iter()
+                            .fold(vdupq_n_f32(0.0), |m, vk| vmaxq_f32(m, vabsq_f32(*vk))),
+                    );
+                    let max = if amax == 0.0 {
+                        0.0
+                    } else {
+                        first(xb, amax, true)
+                    };
+                    let (levels, bias, top) = if kind == Q4_0 {
+                        (-8.0, 8.5, 15)
+                    } else {
+                        (-16.0, 16.5, 31)
+                    };
+                    (max / levels, None, bias, top)
+                }
+                Q4_1 | Q5_1 => {
+                    let lo = vminvq_f32(v[1..].iter().fold(v[0], |m, vk| vminq_f32(m, *vk)));
+                    let hi = vmaxvq_f32(v[1..].iter().fold(v[0], |m, vk| vmaxq_f32(m, *vk)));
+                    let (min, max) = (first(xb, lo, false), first(xb, hi, false));
+                    let (levels, top) = if kind == Q4_1 {
+                        (15.0, 15)
+                    } else {
+                        (31.0, i32::MAX)
+                    };
+                    ((max - min) / levels, Some(min), 0.5, top)
+                }
+            };
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            ob[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
+            if let Some(m) = min {
+                ob[2..4].copy_from_slice(&f32_to_f16(m).to_le_bytes());
+            }
+            let (vid, vbias, vtop, vmin) = (
+                vdupq_n_f32(id),
+                vdupq_n_f32(bias),
+                vdupq_n_s32(top),
+                vdupq_n_f32(min.unwrap_or(0.0)),
+            );
+            for (k, vk) in v.iter().enumerate() {
+                let centred = if min.is_some() {
+                    vsubq_f32(*vk, vmin)
+                } else {
+                    *vk
+                };
+                let s = match rounding {
+                    Rounding::Separate => vaddq_f32(vmulq_f32(centred, vid), vbias),
+                    Rounding::Fused => vfmaq_f32(vbias, centred, vid),
+                };
+                store(vminq_s32(c_to_i8(s), vtop), &mut q[4 * k..4 * k + 4]);
+            }
+            match kind {
+                Q4_0 | Q4_1 => {
+                    let qs = &mut ob[block_bytes - QK / 2..];
+                    for j in 0..QK / 2 {
+                        qs[j] = (q[j] as u8) | ((q[j + QK / 2] as u8) << 4);
+                    }
+                }
+                Q5_0 | Q5_1 => {
+                    let bytes: [u8; QK] = q.map(|v| v as u8);
+                    let (qh, qs) = ob[block_bytes - QK / 2 - 4..].split_at_mut(4);
+                    crate::legacy::pack5(&bytes, qh, qs);
                 }
             }
         }
