@@ -45,17 +45,17 @@ pub fn run(args: &InspectArgs) -> Result<String> {
     let mut warnings = file.layout().warnings.clone();
     let tokenizer = tokenizer_summary(&file, &mut warnings);
     split_checks(&file, path, &mut warnings);
-    if args.strict {
-        if let Some(first) = warnings.first() {
-            anyhow::bail!(
-                "{}: {first}{}",
-                path.display(),
-                match warnings.len() {
-                    1 => String::new(),
-                    n => format!(" (and {} more warnings)", n - 1),
-                }
-            );
-        }
+    if args.strict
+        && let Some(first) = warnings.first()
+    {
+        anyhow::bail!(
+            "{}: {first}{}",
+            path.display(),
+            match warnings.len() {
+                1 => String::new(),
+                n => format!(" (and {} more warnings)", n - 1),
+            }
+        );
     }
     if args.json {
         let doc = json_report(&file, path, args.array_limit, tokenizer, &warnings);
@@ -176,24 +176,24 @@ fn split_checks(file: &GgufFile, path: &std::path::Path, warnings: &mut Vec<Stri
             "split.no = {no} is not a shard index of split.count = {count} (split.no counts from 0)"
         ));
     }
-    if let Some(total) = file.get("split.tensors.count").and_then(|v| v.as_u64()) {
-        if total < file.tensors().len() as u64 {
-            warnings.push(format!(
-                "split.tensors.count = {total} is less than this shard's {} tensors",
-                file.tensors().len()
-            ));
-        }
+    if let Some(total) = file.get("split.tensors.count").and_then(|v| v.as_u64())
+        && total < file.tensors().len() as u64
+    {
+        warnings.push(format!(
+            "split.tensors.count = {total} is less than this shard's {} tensors",
+            file.tensors().len()
+        ));
     }
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    if let Some((i, n)) = shard_numbers(&name) {
-        if i != no + 1 || n != count {
-            warnings.push(format!(
-                "file name says shard {i} of {n}, but split.no = {no} and split.count = {count}"
-            ));
-        }
+    if let Some((i, n)) = shard_numbers(&name)
+        && (i != no + 1 || n != count)
+    {
+        warnings.push(format!(
+            "file name says shard {i} of {n}, but split.no = {no} and split.count = {count}"
+        ));
     }
 }
 
@@ -316,10 +316,10 @@ fn text_report(
         .min(48);
     for (k, v) in file.metadata() {
         let mut text = value_text(&v, limit);
-        if k == "general.file_type" {
-            if let Some(name) = v.as_u64().and_then(file_type_name) {
-                text.push_str(&format!(" ({name})"));
-            }
+        if k == "general.file_type"
+            && let Some(name) = v.as_u64().and_then(file_type_name)
+        {
+            text.push_str(&format!(" ({name})"));
         }
         let _ = writeln!(o, "  {k:<key_w$}  {:<16} {text}", type_text(&v));
     }

@@ -471,33 +471,33 @@ pub fn parse(bytes: &[u8], limits: Limits) -> Result<Layout> {
     }
 
     let mut alignment = DEFAULT_ALIGNMENT;
-    if let Some(&i) = key_index.get("general.alignment") {
-        if let Some(kv) = kvs.get(i) {
-            let field = "metadata key 'general.alignment'";
-            let v = decode_value(bytes, endian, kv.ty, kv.value.clone());
-            let Value::U32(a) = v else {
-                return Err(malformed(
-                    kv.value.start,
-                    field,
-                    format!("must be UINT32, found {}", kv.ty.name()),
-                ));
-            };
-            if a == 0 || !a.is_power_of_two() {
-                return Err(malformed(
-                    kv.value.start,
-                    field,
-                    format!("{a} is not a non-zero power of two"),
-                ));
-            }
-            if u64::from(a) > limits.max_alignment {
-                return Err(malformed(
-                    kv.value.start,
-                    field,
-                    format!("{a} exceeds the limit of {} bytes", limits.max_alignment),
-                ));
-            }
-            alignment = u64::from(a);
+    if let Some(&i) = key_index.get("general.alignment")
+        && let Some(kv) = kvs.get(i)
+    {
+        let field = "metadata key 'general.alignment'";
+        let v = decode_value(bytes, endian, kv.ty, kv.value.clone());
+        let Value::U32(a) = v else {
+            return Err(malformed(
+                kv.value.start,
+                field,
+                format!("must be UINT32, found {}", kv.ty.name()),
+            ));
+        };
+        if a == 0 || !a.is_power_of_two() {
+            return Err(malformed(
+                kv.value.start,
+                field,
+                format!("{a} is not a non-zero power of two"),
+            ));
         }
+        if u64::from(a) > limits.max_alignment {
+            return Err(malformed(
+                kv.value.start,
+                field,
+                format!("{a} exceeds the limit of {} bytes", limits.max_alignment),
+            ));
+        }
+        alignment = u64::from(a);
     }
 
     let mut tensors: Vec<TensorInfo> = Vec::with_capacity(n_tensors as usize);
@@ -652,16 +652,17 @@ pub fn parse(bytes: &[u8], limits: Limits) -> Result<Layout> {
     spans.sort_unstable();
     let mut reach: Option<(u64, &str)> = None;
     for &(start, end, name) in &spans {
-        if let Some((prev_end, prev)) = reach {
-            if start < prev_end && end > start {
-                return Err(malformed(
-                    data_offset as usize,
-                    format!("tensor '{name}'"),
-                    format!(
-                        "data at offset {start} overlaps tensor '{prev}' (which ends at {prev_end})"
-                    ),
-                ));
-            }
+        if let Some((prev_end, prev)) = reach
+            && start < prev_end
+            && end > start
+        {
+            return Err(malformed(
+                data_offset as usize,
+                format!("tensor '{name}'"),
+                format!(
+                    "data at offset {start} overlaps tensor '{prev}' (which ends at {prev_end})"
+                ),
+            ));
         }
         if reach.is_none_or(|(prev_end, _)| end > prev_end) {
             reach = Some((end, name));

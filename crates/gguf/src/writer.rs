@@ -58,13 +58,13 @@ impl WritePlan {
             if !seen.insert(k.as_str()) {
                 return Err(invalid(format!("duplicate metadata key '{k}'")));
             }
-            if let Some(c) = keys::canonical(k, arch) {
-                if !keys::conforms(v, c) {
-                    return Err(invalid(format!(
-                        "metadata key '{k}' must be {c:?} for llama.cpp, not {}",
-                        v.value_type()
-                    )));
-                }
+            if let Some(c) = keys::canonical(k, arch)
+                && !keys::conforms(v, c)
+            {
+                return Err(invalid(format!(
+                    "metadata key '{k}' must be {c:?} for llama.cpp, not {}",
+                    v.value_type()
+                )));
             }
             if k == "general.alignment" {
                 let MetaValue::U32(a) = v else {

@@ -13,10 +13,10 @@ use sha2::{Digest, Sha256};
 /// gguf-py's `ReaderField.types`: the main type, then for arrays the first element's types.
 fn types_of(v: &Value<'_>) -> Vec<String> {
     let mut out = vec![v.value_type().name().to_owned()];
-    if let Value::Array(a) = v {
-        if let Some(first) = a.iter().next() {
-            out.extend(types_of(&first));
-        }
+    if let Value::Array(a) = v
+        && let Some(first) = a.iter().next()
+    {
+        out.extend(types_of(&first));
     }
     out
 }

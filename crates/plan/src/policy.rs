@@ -93,14 +93,14 @@ fn allows_quantization(t: &TensorInfo) -> bool {
 
 /// Demotes a type whose blocks do not fit the row, as llama-quantize does.
 fn fallback(ty: GgmlType, ne0: u64) -> GgmlType {
-    if ne0 % ty.block_size() == 0 {
+    if ne0.is_multiple_of(ty.block_size()) {
         return ty;
     }
     let next = match ty {
         GgmlType::Q6_K => GgmlType::Q8_0,
         other => other,
     };
-    if ne0 % next.block_size() == 0 {
+    if ne0.is_multiple_of(next.block_size()) {
         next
     } else {
         GgmlType::F16
@@ -116,7 +116,9 @@ fn choose(policy: &QuantizePolicy, t: &TensorInfo, arch: &str, tied_embeddings: 
     let target = match policy.target {
         // QLoRA leaves embeddings and the output head unquantized; so does ggufy.
         Encoding::Nf4 if is_output || t.name == "token_embd.weight" => return Encoding::Ggml(t.ty),
-        Encoding::Nf4 if t.row_len() % NF4_BLOCK as u64 != 0 => return Encoding::Ggml(t.ty),
+        Encoding::Nf4 if !t.row_len().is_multiple_of(NF4_BLOCK as u64) => {
+            return Encoding::Ggml(t.ty);
+        }
         Encoding::Nf4 => return Encoding::Nf4,
         Encoding::Ggml(ty) => ty,
     };
@@ -125,7 +127,7 @@ fn choose(policy: &QuantizePolicy, t: &TensorInfo, arch: &str, tied_embeddings: 
     }
     let mut ty = target;
     if is_output && !policy.pure {
-        ty = if arch == "falcon" || t.row_len() % target.block_size() != 0 {
+        ty = if arch == "falcon" || !t.row_len().is_multiple_of(target.block_size()) {
             GgmlType::Q8_0
         } else if target != GgmlType::Q8_0 {
             GgmlType::Q6_K
