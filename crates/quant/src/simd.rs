@@ -2,8 +2,8 @@
 //! check this on random and edge rows); `GGUFY_FORCE_SCALAR=1` turns them all off for debugging.
 //!
 //! x86-64: F16C for f16 ↔ f32 rows, AVX2 (+FMA for the fused mode) for Q8_0, Q4_0, Q4_1, Q5_0,
-//! Q5_1 and Q6_K. AArch64: NEON for Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 (tested under qemu). Everything
-//! else uses the scalar reference.
+//! Q5_1 and Q6_K. AArch64: NEON for the same (tested under qemu). Everything else uses the scalar
+//! reference.
 
 use std::sync::OnceLock;
 
@@ -65,6 +65,12 @@ pub fn f16_row_to_f32(src: &[u8], dst: &mut [f32], level: Level) {
         unsafe { x86::f16_row_to_f32(src, dst) };
         return;
     }
+    #[cfg(target_arch = "aarch64")]
+    if level == Level::Neon {
+        // SAFETY: Level::Neon is only chosen when the CPU reports NEON.
+        unsafe { neon::f16_row_to_f32(src, dst) };
+        return;
+    }
     let _ = level;
     for (y, b) in dst.iter_mut().zip(src.chunks_exact(2)) {
         *y = crate::fp::f16_to_f32(u16::from_le_bytes([b[0], b[1]]));
@@ -77,6 +83,12 @@ pub fn f32_row_to_f16(src: &[f32], dst: &mut [u8], level: Level) {
     if level == Level::Avx2 {
         // SAFETY: Level::Avx2 is only chosen when the CPU reports F16C and AVX2.
         unsafe { x86::f32_row_to_f16(src, dst) };
+        return;
+    }
+    #[cfg(target_arch = "aarch64")]
+    if level == Level::Neon {
+        // SAFETY: Level::Neon is only chosen when the CPU reports NEON.
+        unsafe { neon::f32_row_to_f16(src, dst) };
         return;
     }
     let _ = level;
@@ -147,6 +159,12 @@ pub fn q6_k_subblocks(x: &[f32], l: &mut [i8; 256], scales: &mut [f32; 16], leve
     if level == Level::Avx2 {
         // SAFETY: Level::Avx2 is only chosen when the CPU reports AVX2.
         unsafe { x86::q6_k_subblocks(x, l, scales) };
+        return true;
+    }
+    #[cfg(target_arch = "aarch64")]
+    if level == Level::Neon {
+        // SAFETY: Level::Neon is only chosen when the CPU reports NEON.
+        unsafe { neon::q6_k_subblocks(x, l, scales) };
         return true;
     }
     let _ = (x, l, scales, level);
@@ -633,6 +651,129 @@ mod neon {
                     let bytes: [u8; QK] = q.map(|v| v as u8);
                     let (qh, qs) = ob[block_bytes - QK / 2 - 4..].split_at_mut(4);
                     crate::legacy::pack5(&bytes, qh, qs);
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn f16_row_to_f32(src: &[u8], dst: &mut [f32]) {
+        let n = dst.len().min(src.len() / 2);
+        let mut i = 0;
+        while i + 4 <= n {
+            // SAFETY: i + 4 <= n, so 8 bytes of src from 2i and 4 floats of dst from i are in
+            // bounds; byte loads need no alignment.
+            unsafe {
+                let h = vreinterpret_f16_u8(vld1_u8(src.as_ptr().add(2 * i)));
+                vst1q_f32(dst.as_mut_ptr().add(i), vcvt_f32_f16(h));
+            }
+            i += 4;
+        }
+        for j in i..n {
+            dst[j] = crate::fp::f16_to_f32(u16::from_le_bytes([src[2 * j], src[2 * j + 1]]));
+        }
+    }
+
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn f32_row_to_f16(src: &[f32], dst: &mut [u8]) {
+        let n = src.len().min(dst.len() / 2);
+        let mut i = 0;
+        while i + 4 <= n {
+            // SAFETY: i + 4 <= n, so 4 floats of src from i are in bounds.
+            let v = unsafe { vld1q_f32(src.as_ptr().add(i)) };
+            // fcvtn rounds to nearest even like ggml, but keeps NaN payloads: redo NaN groups.
+            if vminvq_u32(vceqq_f32(v, v)) == 0 {
+                for j in i..i + 4 {
+                    dst[2 * j..2 * j + 2].copy_from_slice(&f32_to_f16(src[j]).to_le_bytes());
+                }
+            } else {
+                // SAFETY: 8 bytes of dst from 2i are in bounds; byte stores need no alignment.
+                unsafe {
+                    vst1_u8(
+                        dst.as_mut_ptr().add(2 * i),
+                        vreinterpret_u8_f16(vcvt_f16_f32(v)),
+                    )
+                };
+            }
+            i += 4;
+        }
+        for j in i..n {
+            dst[2 * j..2 * j + 2].copy_from_slice(&f32_to_f16(src[j]).to_le_bytes());
+        }
+    }
+
+    /// Q6_K's sub-block search with one sub-block per lane, four at a time, each lane doing the
+    /// reference's sequential float arithmetic (see the AVX2 version).
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn q6_k_subblocks(x: &[f32], l: &mut [i8; 256], scales: &mut [f32; 16]) {
+        const NMAX: i32 = 32;
+        let x: &[f32; 256] = x.try_into().expect("super-block of 256");
+        let (lo, hi) = (vdupq_n_s32(-NMAX), vdupq_n_s32(NMAX - 1));
+        let nearest = |v: float32x4_t| {
+            let bits = vreinterpretq_s32_f32(vaddq_f32(v, vdupq_n_f32(12_582_912.0)));
+            vsubq_s32(
+                vandq_s32(bits, vdupq_n_s32(0x007F_FFFF)),
+                vdupq_n_s32(0x0040_0000),
+            )
+        };
+        let zero = vdupq_n_f32(0.0);
+        for group in 0..4 {
+            let xt: [float32x4_t; 16] = std::array::from_fn(|ii| {
+                let col: [f32; 4] = std::array::from_fn(|k| x[16 * (4 * group + k) + ii]);
+                // SAFETY: `col` is 4 floats.
+                unsafe { vld1q_f32(col.as_ptr()) }
+            });
+            let (mut amax, mut max) = (zero, zero);
+            for v in &xt {
+                let a = vabsq_f32(*v);
+                let gt = vcgtq_f32(a, amax);
+                amax = vbslq_f32(gt, a, amax);
+                max = vbslq_f32(gt, *v, max);
+            }
+            let pass = |iscale: float32x4_t, codes: &mut [int32x4_t; 16]| {
+                let (mut sumlx, mut suml2) = (zero, zero);
+                for (v, c) in xt.iter().zip(codes.iter_mut()) {
+                    let q = vmaxq_s32(vminq_s32(nearest(vmulq_f32(iscale, *v)), hi), lo);
+                    *c = q;
+                    let qf = vcvtq_f32_s32(q);
+                    let w = vmulq_f32(*v, *v);
+                    sumlx = vaddq_f32(sumlx, vmulq_f32(vmulq_f32(w, *v), qf));
+                    suml2 = vaddq_f32(suml2, vmulq_f32(vmulq_f32(w, qf), qf));
+                }
+                (sumlx, suml2)
+            };
+            let mut best_codes = [vdupq_n_s32(0); 16];
+            let (sumlx, suml2) = pass(vdivq_f32(vdupq_n_f32(-(NMAX as f32)), max), &mut best_codes);
+            // suml2 != 0, true for NaN as in C.
+            let nonzero = vmvnq_u32(vceqq_f32(suml2, zero));
+            let mut scale = vbslq_f32(nonzero, vdivq_f32(sumlx, suml2), zero);
+            let mut best = vmulq_f32(scale, sumlx);
+            let mut codes = [vdupq_n_s32(0); 16];
+            for is in (-9..=9).filter(|&i| i != 0) {
+                let iscale = vdivq_f32(vdupq_n_f32(-(NMAX as f32 + 0.1 * is as f32)), max);
+                let (sumlx, suml2) = pass(iscale, &mut codes);
+                let better = vandq_u32(
+                    vcgtq_f32(suml2, zero),
+                    vcgtq_f32(vmulq_f32(sumlx, sumlx), vmulq_f32(best, suml2)),
+                );
+                for (b, c) in best_codes.iter_mut().zip(&codes) {
+                    *b = vbslq_s32(better, *c, *b);
+                }
+                scale = vbslq_f32(better, vdivq_f32(sumlx, suml2), scale);
+                best = vbslq_f32(better, vmulq_f32(scale, sumlx), best);
+            }
+            let tiny = vcltq_f32(amax, vdupq_n_f32(1e-15));
+            scale = vbslq_f32(tiny, zero, scale);
+            let mut out = [0.0f32; 4];
+            // SAFETY: `out` is 4 floats.
+            unsafe { vst1q_f32(out.as_mut_ptr(), scale) };
+            scales[4 * group..4 * group + 4].copy_from_slice(&out);
+            for (ii, c) in best_codes.iter().enumerate() {
+                let stored = vbslq_s32(tiny, vdupq_n_s32(0), vaddq_s32(*c, vdupq_n_s32(NMAX)));
+                let mut lanes = [0i32; 4];
+                store(stored, &mut lanes);
+                for (k, v) in lanes.iter().enumerate() {
+                    l[16 * (4 * group + k) + ii] = *v as i8;
                 }
             }
         }
