@@ -310,8 +310,14 @@ impl TensorPlan<'_> {
 /// balance a few hundred rows across cores.
 const TASK_BYTES: usize = 256 * 1024;
 
-/// Decodes row `row` of a source into `out` (`ne0` values).
-fn decode_row(src: &Source<'_>, row: usize, out: &mut [f32]) -> Result<(), QuantError> {
+/// Decodes row `row` of a source into `out` (`ne0` values); `scales` (one per 64 values) is
+/// scratch for NF4 sources, reused across rows.
+fn decode_row(
+    src: &Source<'_>,
+    row: usize,
+    out: &mut [f32],
+    scales: &mut [f32],
+) -> Result<(), QuantError> {
     let ne0 = out.len();
     match *src {
         Source::Ggml { ty, bytes } => {
@@ -320,15 +326,10 @@ fn decode_row(src: &Source<'_>, row: usize, out: &mut [f32]) -> Result<(), Quant
             dequantize_row(ty, b, out)
         }
         Source::Nf4 { codes, absmax } => {
-            let c = codes.get(row * ne0 / 2..(row + 1) * ne0 / 2).unwrap_or(&[]);
             let nb = ne0 / NF4_BLOCK;
-            let a: Vec<f32> = absmax
-                .get(row * nb * 4..(row + 1) * nb * 4)
-                .unwrap_or(&[])
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            if c.len() * 2 != ne0 || a.len() != nb {
+            let c = codes.get(row * ne0 / 2..(row + 1) * ne0 / 2).unwrap_or(&[]);
+            let a = absmax.get(row * nb * 4..(row + 1) * nb * 4).unwrap_or(&[]);
+            if c.len() * 2 != ne0 || a.len() != nb * 4 || scales.len() != nb {
                 return Err(QuantError::BadLength {
                     ty: GgmlType::I8,
                     n: ne0,
@@ -336,7 +337,10 @@ fn decode_row(src: &Source<'_>, row: usize, out: &mut [f32]) -> Result<(), Quant
                     bytes: c.len(),
                 });
             }
-            dequantize_nf4(c, &a, out);
+            for (s, b) in scales.iter_mut().zip(a.chunks_exact(4)) {
+                *s = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+            dequantize_nf4(c, scales, out);
             Ok(())
         }
     }
@@ -375,7 +379,7 @@ fn convert_tensor(
             || (vec![0.0f32; ne0], vec![0.0f32; ne0 / NF4_BLOCK]),
             |(row, am), (task, (dst, sc))| {
                 for (k, d) in dst.chunks_exact_mut(dst_row).enumerate() {
-                    decode_row(&t.source, task * rows_per_task + k, row)?;
+                    decode_row(&t.source, task * rows_per_task + k, row, am)?;
                     match t.out {
                         Target::Ggml(ty) => quantize_row(ty, row, d, rounding)?,
                         _ => {
@@ -414,16 +418,11 @@ pub fn execute(
     let mut reports = Vec::with_capacity(plan.tensors.len());
     let mut pending_scales: Vec<u8> = Vec::new();
     for (i, t) in plan.tensors.iter().enumerate() {
-        let (_, stored_dims) = t.stored();
-        let stored_ty = t.stored().0;
+        let (stored_ty, stored_dims) = t.stored();
         let bytes_out = stored_ty
             .row_bytes(stored_dims.first().copied().unwrap_or(1))
             .unwrap_or(0)
             * stored_dims.iter().skip(1).product::<u64>();
-        let quant_err = |err| PlanError::Quant {
-            name: t.name.clone(),
-            err,
-        };
         match (t.source, t.out) {
             (Source::Ggml { bytes, .. }, _) if t.is_copy() => writer.write_tensor(bytes)?,
             (_, Target::Nf4Absmax) => writer.write_tensor(&std::mem::take(&mut pending_scales))?,
@@ -442,7 +441,10 @@ pub fn execute(
                     })
                     .map_err(|e| match e {
                         ggufy_gguf::WriteError::Gguf(g) => PlanError::Gguf(g),
-                        ggufy_gguf::WriteError::Source(err) => quant_err(err),
+                        ggufy_gguf::WriteError::Source(err) => PlanError::Quant {
+                            name: t.name.clone(),
+                            err,
+                        },
                     })?;
             }
         }
