@@ -488,6 +488,8 @@ fn nf4_layout_error_bound_and_round_trips() {
             );
         }
     }
+    let shown = ggufy(&["inspect", out.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("14 tensors, 1,179,648 elements"));
     // NF4 in, NF4 out: unchanged. NF4 in, Q8_0 out: decoded, warned, NF4 bookkeeping gone.
     let (_d2, again, o) = quantize(&out, "nf4", &["-q"]);
     assert!(o.status.success());

@@ -44,6 +44,7 @@ pub fn run(args: &InspectArgs) -> Result<String> {
     let file = open_gguf(path)?;
     let mut warnings = file.layout().warnings.clone();
     let tokenizer = tokenizer_summary(&file, &mut warnings);
+    let nf4 = nf4_summary(&file, &mut warnings);
     split_checks(&file, path, &mut warnings);
     if args.strict
         && let Some(first) = warnings.first()
@@ -58,12 +59,31 @@ pub fn run(args: &InspectArgs) -> Result<String> {
         );
     }
     if args.json {
-        let doc = json_report(&file, path, args.array_limit, tokenizer, &warnings);
+        let mut doc = json_report(&file, path, args.array_limit, tokenizer, &warnings);
+        doc["nf4"] = nf4.map_or(
+            Json::Null,
+            |n| json!({"tensors": n.tensors, "n_elements": n.elements, "n_bytes": n.bytes}),
+        );
         let mut s = serde_json::to_string_pretty(&doc)?;
         s.push('\n');
         Ok(s)
     } else {
-        Ok(text_report(&file, path, args, tokenizer, &warnings))
+        let mut text = text_report(&file, path, args, tokenizer, &warnings);
+        if let Some(n) = nf4 {
+            let section = format!(
+                "\nnf4 (ggufy convention, docs/nf4.md)\n  {} tensors, {} elements in {} (codes and scales), {:.2} bits/weight\n",
+                n.tensors,
+                thousands(n.elements),
+                human_bytes(n.bytes),
+                n.bytes as f64 * 8.0 / n.elements.max(1) as f64
+            );
+            // Before the warnings, after everything else.
+            match text.find("\nwarnings\n") {
+                Some(i) => text.insert_str(i, &section),
+                None => text.push_str(&section),
+            }
+        }
+        Ok(text)
     }
 }
 
@@ -161,6 +181,27 @@ fn tokenizer_summary(file: &GgufFile, warnings: &mut Vec<String>) -> Option<Json
         .collect();
     doc.insert("chat_templates".into(), Json::Array(templates));
     Some(Json::Object(doc))
+}
+
+/// NF4 weights stored under ggufy's convention: a count of tensors, values and bytes.
+fn nf4_summary(file: &GgufFile, warnings: &mut Vec<String>) -> Option<Totals> {
+    let names = file.get("ggufy.nf4.tensors")?.as_array()?;
+    let mut t = Totals::default();
+    for v in names.iter() {
+        let name = v.as_str().unwrap_or("");
+        let absmax = format!("{name}.absmax");
+        match (file.tensor(name), file.tensor(&absmax)) {
+            (Some(codes), Some(scales)) => {
+                t.tensors += 1;
+                t.elements += codes.n_elements * 2;
+                t.bytes += codes.n_bytes + scales.n_bytes;
+            }
+            _ => warnings.push(format!(
+                "ggufy.nf4.tensors lists '{name}', but it or '{absmax}' is missing"
+            )),
+        }
+    }
+    Some(t)
 }
 
 /// Checks a shard's own split keys and file name (`name-00002-of-00005.gguf`).
