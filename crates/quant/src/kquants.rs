@@ -10,7 +10,7 @@ const GROUP_MAX_EPS: f32 = 1e-15;
 
 /// ggml's `nearest_int`: round half to even through the 1.5·2^23 trick (exact for |x| < 2^22).
 #[inline(always)]
-fn nearest_int(x: f32) -> i32 {
+pub(crate) fn nearest_int(x: f32) -> i32 {
     let v = x + 12_582_912.0;
     (v.to_bits() & 0x007F_FFFF) as i32 - 0x0040_0000
 }

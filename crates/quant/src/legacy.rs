@@ -48,7 +48,7 @@ fn min_max(x: &[f32]) -> (f32, f32) {
 /// 8 bits. Only reachable when `1/d` overflows (a block of subnormals); Rust's saturating `as`
 /// would differ there, and bit-exactness with llama.cpp and gguf-py needs these bytes too.
 #[inline(always)]
-fn c_to_i8(v: f32) -> i8 {
+pub(crate) fn c_to_i8(v: f32) -> i8 {
     let wide = if v.is_nan() || !(-2_147_483_648.0..2_147_483_648.0).contains(&v) {
         i32::MIN
     } else {

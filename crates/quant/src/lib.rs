@@ -19,6 +19,7 @@
 //! assert!(x.iter().zip(&y).all(|(a, b)| (a - b).abs() <= 3.94 / 127.0));
 //! ```
 
+pub mod dot;
 pub mod fp;
 pub mod kquants;
 pub mod legacy;

@@ -1,0 +1,281 @@
+//! The block-format trait and the dot products a CPU matmul needs: weights stay in their format,
+//! the activation row is quantized to the partner format ggml pairs with it (Q8_0 for Q4_0, Q5_0
+//! and Q8_0; Q8_1 for Q4_1 and Q5_1; Q8_K for the K-quants), and the dot runs on integers per
+//! block. These are scalar references in ggml's generic order; vector versions will be checked
+//! against them.
+
+use ggufy_gguf::GgmlType;
+
+use crate::fp::{f32_to_f16, half_at};
+use crate::{QuantError, Rounding, dequantize_row, quantize_row};
+
+/// An activation format: what the other operand of a dot product is quantized to.
+pub trait ActivationFormat {
+    /// The ggml type (Q8_0, Q8_1 or Q8_K).
+    const TYPE: GgmlType;
+    /// Quantizes one row (whole blocks) into `out` (exactly the row's size), bit-identical to
+    /// ggml's `quantize_row_*_ref`.
+    fn quantize_row(x: &[f32], out: &mut [u8]) -> Result<(), QuantError>;
+}
+
+/// A weight format: layout, conversion both ways, and the dot product with its activation format.
+pub trait BlockFormat {
+    /// The ggml type.
+    const TYPE: GgmlType;
+    /// The activation format ggml pairs with it (its `vec_dot_type`).
+    type Activation: ActivationFormat;
+
+    /// Quantizes one row (whole blocks) into `out` (exactly the row's size).
+    fn quantize_row(x: &[f32], out: &mut [u8], rounding: Rounding) -> Result<(), QuantError> {
+        quantize_row(Self::TYPE, x, out, rounding)
+    }
+
+    /// Decodes one row.
+    fn dequantize_row(b: &[u8], y: &mut [f32]) -> Result<(), QuantError> {
+        dequantize_row(Self::TYPE, b, y)
+    }
+
+    /// Dot product of a weight row and an activation row of `n` elements each.
+    fn vec_dot(n: usize, w: &[u8], a: &[u8]) -> Result<f32, QuantError> {
+        check(Self::TYPE, n, w.len())?;
+        check(Self::Activation::TYPE, n, a.len())?;
+        Ok(Self::vec_dot_blocks(w, a))
+    }
+
+    /// The dot product over whole, size-checked blocks.
+    fn vec_dot_blocks(w: &[u8], a: &[u8]) -> f32;
+}
+
+fn check(ty: GgmlType, n: usize, bytes: usize) -> Result<(), QuantError> {
+    if ty.row_bytes(n as u64) == Some(bytes as u64) {
+        Ok(())
+    } else {
+        Err(QuantError::BadLength {
+            ty,
+            n,
+            block: ty.block_size(),
+            bytes,
+        })
+    }
+}
+
+/// Q8_0 as an activation format.
+#[derive(Debug)]
+pub struct ActQ8_0;
+/// Q8_1: Q8_0 plus `s = d·Σq`, the partner of the formats with a minimum.
+#[derive(Debug)]
+pub struct ActQ8_1;
+/// Q8_K: f32 scale, 256 codes and 16 partial sums, the partner of the K-quants.
+#[derive(Debug)]
+#[allow(non_camel_case_types)] // ggml's type name
+pub struct ActQ8_K;
+
+impl ActivationFormat for ActQ8_0 {
+    const TYPE: GgmlType = GgmlType::Q8_0;
+    fn quantize_row(x: &[f32], out: &mut [u8]) -> Result<(), QuantError> {
+        quantize_row(GgmlType::Q8_0, x, out, Rounding::Separate)
+    }
+}
+
+impl ActivationFormat for ActQ8_1 {
+    const TYPE: GgmlType = GgmlType::Q8_1;
+    fn quantize_row(x: &[f32], out: &mut [u8]) -> Result<(), QuantError> {
+        check(Self::TYPE, x.len(), out.len())?;
+        for (xb, ob) in x.chunks_exact(32).zip(out.chunks_exact_mut(36)) {
+            let amax = xb
+                .iter()
+                .fold(0.0f32, |a, &v| if a > v.abs() { a } else { v.abs() });
+            let d = amax / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            let mut sum = 0i32;
+            for (o, &v) in ob[4..].iter_mut().zip(xb) {
+                let q = crate::legacy::c_to_i8((v * id).round());
+                *o = q as u8;
+                sum += i32::from(q);
+            }
+            ob[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
+            ob[2..4].copy_from_slice(&f32_to_f16(sum as f32 * d).to_le_bytes());
+        }
+        Ok(())
+    }
+}
+
+impl ActivationFormat for ActQ8_K {
+    const TYPE: GgmlType = GgmlType::Q8_K;
+    fn quantize_row(x: &[f32], out: &mut [u8]) -> Result<(), QuantError> {
+        check(Self::TYPE, x.len(), out.len())?;
+        for (xb, ob) in x.chunks_exact(256).zip(out.chunks_exact_mut(292)) {
+            let (mut max, mut amax) = (0.0f32, 0.0f32);
+            for &v in xb {
+                if v.abs() > amax {
+                    amax = v.abs();
+                    max = v;
+                }
+            }
+            ob.fill(0);
+            if amax == 0.0 {
+                continue;
+            }
+            let iscale = -127.0 / max;
+            for (o, &v) in ob[4..260].iter_mut().zip(xb) {
+                *o = crate::kquants::nearest_int(iscale * v).min(127) as i8 as u8;
+            }
+            for j in 0..16 {
+                let sum: i32 = ob[4 + 16 * j..4 + 16 * j + 16]
+                    .iter()
+                    .map(|&q| i32::from(q as i8))
+                    .sum();
+                ob[260 + 2 * j..262 + 2 * j].copy_from_slice(&(sum as i16).to_le_bytes());
+            }
+            ob[..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
+        }
+        Ok(())
+    }
+}
+
+/// Q8_0 weights.
+#[derive(Debug)]
+pub struct BlockQ8_0;
+/// Q4_0 weights.
+#[derive(Debug)]
+pub struct BlockQ4_0;
+/// Q4_1 weights.
+#[derive(Debug)]
+pub struct BlockQ4_1;
+/// Q5_0 weights.
+#[derive(Debug)]
+pub struct BlockQ5_0;
+/// Q5_1 weights.
+#[derive(Debug)]
+pub struct BlockQ5_1;
+/// Q6_K weights.
+#[derive(Debug)]
+#[allow(non_camel_case_types)] // ggml's type name
+pub struct BlockQ6_K;
+
+#[inline(always)]
+fn i8s(b: &[u8]) -> impl Iterator<Item = i32> + '_ {
+    b.iter().map(|&q| i32::from(q as i8))
+}
+
+/// 4- or 5-bit codes of a legacy block, in element order (low nibbles then high nibbles).
+#[inline(always)]
+fn codes(qs: &[u8], qh: Option<u32>) -> [i32; 32] {
+    let mut q = [0i32; 32];
+    for j in 0..16 {
+        q[j] = i32::from(qs[j] & 0xF);
+        q[j + 16] = i32::from(qs[j] >> 4);
+        if let Some(h) = qh {
+            q[j] |= (((h >> j) & 1) << 4) as i32;
+            q[j + 16] |= (((h >> (j + 16)) & 1) << 4) as i32;
+        }
+    }
+    q
+}
+
+#[inline(always)]
+fn idot(q: &[i32; 32], offset: i32, y: &[u8]) -> i32 {
+    q.iter().zip(i8s(y)).map(|(&a, b)| (a - offset) * b).sum()
+}
+
+impl BlockFormat for BlockQ8_0 {
+    const TYPE: GgmlType = GgmlType::Q8_0;
+    type Activation = ActQ8_0;
+    fn vec_dot_blocks(w: &[u8], a: &[u8]) -> f32 {
+        let mut sum = 0.0f32;
+        for (x, y) in w.chunks_exact(34).zip(a.chunks_exact(34)) {
+            let sumi: i32 = i8s(&x[2..]).zip(i8s(&y[2..])).map(|(p, q)| p * q).sum();
+            sum += sumi as f32 * (half_at(x, 0) * half_at(y, 0));
+        }
+        sum
+    }
+}
+
+impl BlockFormat for BlockQ4_0 {
+    const TYPE: GgmlType = GgmlType::Q4_0;
+    type Activation = ActQ8_0;
+    fn vec_dot_blocks(w: &[u8], a: &[u8]) -> f32 {
+        let mut sum = 0.0f32;
+        for (x, y) in w.chunks_exact(18).zip(a.chunks_exact(34)) {
+            let sumi = idot(&codes(&x[2..18], None), 8, &y[2..]);
+            sum += sumi as f32 * (half_at(x, 0) * half_at(y, 0));
+        }
+        sum
+    }
+}
+
+impl BlockFormat for BlockQ5_0 {
+    const TYPE: GgmlType = GgmlType::Q5_0;
+    type Activation = ActQ8_0;
+    fn vec_dot_blocks(w: &[u8], a: &[u8]) -> f32 {
+        let mut sum = 0.0f32;
+        for (x, y) in w.chunks_exact(22).zip(a.chunks_exact(34)) {
+            let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]);
+            let sumi = idot(&codes(&x[6..22], Some(qh)), 16, &y[2..]);
+            sum += sumi as f32 * (half_at(x, 0) * half_at(y, 0));
+        }
+        sum
+    }
+}
+
+impl BlockFormat for BlockQ4_1 {
+    const TYPE: GgmlType = GgmlType::Q4_1;
+    type Activation = ActQ8_1;
+    fn vec_dot_blocks(w: &[u8], a: &[u8]) -> f32 {
+        let mut sum = 0.0f32;
+        for (x, y) in w.chunks_exact(20).zip(a.chunks_exact(36)) {
+            let sumi = idot(&codes(&x[4..20], None), 0, &y[4..]);
+            sum += (half_at(x, 0) * half_at(y, 0)) * sumi as f32 + half_at(x, 2) * half_at(y, 2);
+        }
+        sum
+    }
+}
+
+impl BlockFormat for BlockQ5_1 {
+    const TYPE: GgmlType = GgmlType::Q5_1;
+    type Activation = ActQ8_1;
+    fn vec_dot_blocks(w: &[u8], a: &[u8]) -> f32 {
+        let mut sum = 0.0f32;
+        for (x, y) in w.chunks_exact(24).zip(a.chunks_exact(36)) {
+            let qh = u32::from_le_bytes([x[4], x[5], x[6], x[7]]);
+            let sumi = idot(&codes(&x[8..24], Some(qh)), 0, &y[4..]);
+            sum += (half_at(x, 0) * half_at(y, 0)) * sumi as f32 + half_at(x, 2) * half_at(y, 2);
+        }
+        sum
+    }
+}
+
+impl BlockFormat for BlockQ6_K {
+    const TYPE: GgmlType = GgmlType::Q6_K;
+    type Activation = ActQ8_K;
+    fn vec_dot_blocks(w: &[u8], a: &[u8]) -> f32 {
+        let mut sum = 0.0f32;
+        for (x, y) in w.chunks_exact(210).zip(a.chunks_exact(292)) {
+            // Unpack the 6-bit codes in element order, then one integer dot per 16-element scale.
+            let mut q = [0i32; 256];
+            for half in 0..2 {
+                let (ql, qh) = (&x[64 * half..], &x[128 + 32 * half..]);
+                let q = &mut q[128 * half..];
+                for l in 0..32 {
+                    q[l] = i32::from((ql[l] & 0xF) | ((qh[l] & 3) << 4)) - 32;
+                    q[l + 32] = i32::from((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                    q[l + 64] = i32::from((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                    q[l + 96] = i32::from((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                }
+            }
+            let d = half_at(x, 208) * f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+            let mut isum = 0i32;
+            for (j, qs) in q.chunks_exact(16).enumerate() {
+                let sc = i32::from(x[192 + j] as i8);
+                let dot: i32 = qs
+                    .iter()
+                    .zip(i8s(&y[4 + 16 * j..4 + 16 * j + 16]))
+                    .map(|(&a, b)| a * b)
+                    .sum();
+                isum += sc * dot;
+            }
+            sum += d * isum as f32;
+        }
+        sum
+    }
+}
