@@ -7,7 +7,7 @@
 use ggufy_gguf::GgmlType;
 
 use crate::fp::{f32_to_f16, half_at};
-use crate::{QuantError, Rounding, dequantize_row, quantize_row};
+use crate::{QuantError, Rounding, check, dequantize_row, quantize_row};
 
 /// An activation format: what the other operand of a dot product is quantized to.
 pub trait ActivationFormat {
@@ -44,19 +44,6 @@ pub trait BlockFormat {
 
     /// The dot product over whole, size-checked blocks.
     fn vec_dot_blocks(w: &[u8], a: &[u8]) -> f32;
-}
-
-fn check(ty: GgmlType, n: usize, bytes: usize) -> Result<(), QuantError> {
-    if ty.row_bytes(n as u64) == Some(bytes as u64) {
-        Ok(())
-    } else {
-        Err(QuantError::BadLength {
-            ty,
-            n,
-            block: ty.block_size(),
-            bytes,
-        })
-    }
 }
 
 /// Q8_0 as an activation format.

@@ -109,7 +109,8 @@ pub fn can_dequantize(ty: GgmlType) -> bool {
     )
 }
 
-fn check(ty: GgmlType, n: usize, bytes: usize) -> Result<(), QuantError> {
+/// `Ok` when `bytes` is exactly the size of a row of `n` elements of `ty`.
+pub(crate) fn check(ty: GgmlType, n: usize, bytes: usize) -> Result<(), QuantError> {
     let ok = ty.row_bytes(n as u64).is_some_and(|b| b == bytes as u64);
     if ok {
         Ok(())

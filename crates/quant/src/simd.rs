@@ -128,6 +128,38 @@ pub enum Legacy {
     Q5_1,
 }
 
+impl Legacy {
+    /// Bytes per 32-element block.
+    #[allow(dead_code)] // unused on targets without a vector path
+    fn block_bytes(self) -> usize {
+        match self {
+            Legacy::Q4_0 => 18,
+            Legacy::Q4_1 => 20,
+            Legacy::Q5_0 => 22,
+            Legacy::Q5_1 => 24,
+        }
+    }
+
+    /// Packs 32 computed codes into the block's nibbles (and fifth bits), after the header.
+    #[allow(dead_code)] // unused on targets without a vector path
+    fn pack(self, q: &[i32; 32], block: &mut [u8]) {
+        let n = self.block_bytes();
+        match self {
+            Legacy::Q4_0 | Legacy::Q4_1 => {
+                let qs = &mut block[n - 16..n];
+                for j in 0..16 {
+                    qs[j] = (q[j] as u8) | ((q[j + 16] as u8) << 4);
+                }
+            }
+            Legacy::Q5_0 | Legacy::Q5_1 => {
+                let bytes: [u8; 32] = q.map(|v| v as u8);
+                let (qh, qs) = block[n - 20..n].split_at_mut(4);
+                crate::legacy::pack5(&bytes, qh, qs);
+            }
+        }
+    }
+}
+
 /// Q4_0/Q4_1/Q5_0/Q5_1 blocks of `x` into `out`; returns false when no SIMD path applies.
 pub fn quantize_legacy(
     kind: Legacy,
@@ -334,12 +366,7 @@ mod x86 {
         rounding: Rounding,
     ) {
         use super::Legacy::*;
-        let block_bytes = match kind {
-            Q4_0 => 18,
-            Q4_1 => 20,
-            Q5_0 => 22,
-            Q5_1 => 24,
-        };
+        let block_bytes = kind.block_bytes();
         let mut q = [0i32; QK];
         for (xb, ob) in x.chunks_exact(QK).zip(out.chunks_exact_mut(block_bytes)) {
             let v = load_block(xb);
@@ -392,19 +419,7 @@ mod x86 {
                 };
                 store_i32(_mm256_min_epi32(c_to_i8(s), vtop), &mut q[8 * k..8 * k + 8]);
             }
-            match kind {
-                Q4_0 | Q4_1 => {
-                    let qs = &mut ob[block_bytes - QK / 2..];
-                    for j in 0..QK / 2 {
-                        qs[j] = (q[j] as u8) | ((q[j + QK / 2] as u8) << 4);
-                    }
-                }
-                Q5_0 | Q5_1 => {
-                    let bytes: [u8; QK] = q.map(|v| v as u8);
-                    let (qh, qs) = ob[block_bytes - QK / 2 - 4..].split_at_mut(4);
-                    crate::legacy::pack5(&bytes, qh, qs);
-                }
-            }
+            kind.pack(&q, ob);
         }
     }
 
@@ -571,12 +586,7 @@ mod neon {
         rounding: Rounding,
     ) {
         use super::Legacy::*;
-        let block_bytes = match kind {
-            Q4_0 => 18,
-            Q4_1 => 20,
-            Q5_0 => 22,
-            Q5_1 => 24,
-        };
+        let block_bytes = kind.block_bytes();
         // The first element equal to `t` (by value or magnitude), as ggml's scans keep it.
         let first = |xb: &[f32], t: f32, magnitude: bool| {
             xb.iter()
@@ -640,19 +650,7 @@ mod neon {
                 };
                 store(vminq_s32(c_to_i8(s), vtop), &mut q[4 * k..4 * k + 4]);
             }
-            match kind {
-                Q4_0 | Q4_1 => {
-                    let qs = &mut ob[block_bytes - QK / 2..];
-                    for j in 0..QK / 2 {
-                        qs[j] = (q[j] as u8) | ((q[j + QK / 2] as u8) << 4);
-                    }
-                }
-                Q5_0 | Q5_1 => {
-                    let bytes: [u8; QK] = q.map(|v| v as u8);
-                    let (qh, qs) = ob[block_bytes - QK / 2 - 4..].split_at_mut(4);
-                    crate::legacy::pack5(&bytes, qh, qs);
-                }
-            }
+            kind.pack(&q, ob);
         }
     }
 
