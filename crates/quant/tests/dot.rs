@@ -1,8 +1,9 @@
 //! The activation quantizers against ggml's C reference (`fixtures/quant/ggml/Q8_1.bin`,
 //! `Q8_K.bin`), and every dot product against an f64 dot of the same dequantized rows.
 
-use std::path::PathBuf;
+mod common;
 
+use common::{fixtures, rows};
 use ggufy_gguf::GgmlType;
 use ggufy_quant::dot::{
     ActQ8_1, ActQ8_K, ActivationFormat, BlockFormat, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1,
@@ -10,18 +11,6 @@ use ggufy_quant::dot::{
 };
 use ggufy_quant::{Rounding, dequantize_row};
 use proptest::prelude::*;
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
-
-fn rows() -> Vec<f32> {
-    std::fs::read(fixtures().join("quant/rows.f32"))
-        .unwrap()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect()
-}
 
 #[test]
 fn activation_quantizers_match_ggml() {

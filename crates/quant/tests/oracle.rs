@@ -5,23 +5,12 @@
 //!   F16 source must give the same bytes, and decoding every tensor must give the f32 values
 //!   gguf-py decodes.
 
-use std::path::PathBuf;
+mod common;
 
+use common::{fixtures, rows};
 use ggufy_gguf::{GgmlType, Gguf};
 use ggufy_quant::{Rounding, dequantize_row, quantize_row};
 use sha2::{Digest, Sha256};
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
-
-fn rows() -> Vec<f32> {
-    std::fs::read(fixtures().join("quant/rows.f32"))
-        .unwrap()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect()
-}
 
 fn dequant_goldens() -> serde_json::Map<String, serde_json::Value> {
     let text = std::fs::read_to_string(fixtures().join("quant/dequant.json")).unwrap();
