@@ -221,16 +221,22 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
+/// Scale and offset of the two 32-element sub-blocks of 64-element chunk `c` (Q4_K, Q5_K).
+#[inline(always)]
+fn chunk_scales(c: usize, scales: &[u8], d: f32, min: f32) -> [(f32, f32); 2] {
+    [2 * c, 2 * c + 1].map(|j| {
+        let (sc, m) = scale_min_k4(j, scales);
+        (d * sc as f32, min * m as f32)
+    })
+}
+
 /// Dequantizes one Q4_K block (d, dmin, scales[12], qs[128]).
 pub fn dequantize_block_q4_k(b: &[u8], y: &mut [f32]) {
     let (d, min) = (half_at(b, 0), half_at(b, 2));
     let scales = &b[4..16];
     for c in 0..4 {
         let q = &b[16 + 32 * c..];
-        let (s1, m1) = scale_min_k4(2 * c, scales);
-        let (s2, m2) = scale_min_k4(2 * c + 1, scales);
-        let (d1, m1) = (d * s1 as f32, min * m1 as f32);
-        let (d2, m2) = (d * s2 as f32, min * m2 as f32);
+        let [(d1, m1), (d2, m2)] = chunk_scales(c, scales, d, min);
         let y = &mut y[64 * c..];
         for l in 0..32 {
             y[l] = d1 * (q[l] & 0xF) as f32 - m1;
@@ -247,10 +253,7 @@ pub fn dequantize_block_q5_k(b: &[u8], y: &mut [f32]) {
     for c in 0..4 {
         let ql = &b[48 + 32 * c..];
         let (u1, u2) = (1u8 << (2 * c), 2u8 << (2 * c));
-        let (s1, m1) = scale_min_k4(2 * c, scales);
-        let (s2, m2) = scale_min_k4(2 * c + 1, scales);
-        let (d1, m1) = (d * s1 as f32, min * m1 as f32);
-        let (d2, m2) = (d * s2 as f32, min * m2 as f32);
+        let [(d1, m1), (d2, m2)] = chunk_scales(c, scales, d, min);
         let y = &mut y[64 * c..];
         for l in 0..32 {
             let h1 = if qh[l] & u1 != 0 { 16 } else { 0 };
