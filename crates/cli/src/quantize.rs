@@ -84,19 +84,6 @@ pub fn run(args: &QuantizeArgs) -> Result<String> {
     };
     let (plan, warnings) =
         quantize_plan(&file, &policy).with_context(|| args.input.display().to_string())?;
-    // Warnings only for a job that can run: a refused input gets exactly one line.
-    plan.validate().with_context(|| {
-        format!(
-            "quantizing {} to {}",
-            args.input.display(),
-            args.output.display()
-        )
-    })?;
-    if !args.quiet {
-        for w in &warnings {
-            eprintln!("warning: {w}");
-        }
-    }
     let opts = ExecOptions {
         threads: args.threads,
         rounding: if args.fused_rounding {
@@ -132,6 +119,12 @@ pub fn run(args: &QuantizeArgs) -> Result<String> {
     })?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
+    }
+    // Warnings after the job ran: a refused input gets exactly one line, its error.
+    if !args.quiet {
+        for w in &warnings {
+            eprintln!("warning: {w}");
+        }
     }
     let seconds = start.elapsed().as_secs_f64();
     let bytes_in: u64 = reports.iter().map(|r| r.bytes_in).sum();
