@@ -101,6 +101,60 @@ fn dot_is_close<F: BlockFormat>(w_x: &[f32], a_x: &[f32]) -> Result<(), TestCase
     Ok(())
 }
 
+/// ggml's own CPU `vec_dot` on ggml's reference-quantized rows (weight row i against activation
+/// row i+1; `fixtures/ggml_quant_ref.c`). ggml's vector code sums in another order, so the match
+/// is to 1e-5 of the summed magnitudes. Where a block scale overflowed, ggml's vector code yields
+/// NaN (infinite scale times a zero partial sum) where the generic order yields ±inf: both sides
+/// must then be non-finite.
+fn matches_ggml_dots<F: BlockFormat>() {
+    let read = |name: &str| std::fs::read(fixtures().join(format!("quant/ggml/{name}"))).unwrap();
+    let w = read(&format!("{}.bin", F::TYPE.name()));
+    let a = read(&format!("{}.bin", F::Activation::TYPE.name()));
+    let want: Vec<f32> = read(&format!("dot_{}.f32", F::TYPE.name()))
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let (wrow, arow) = (
+        F::TYPE.row_bytes(256).unwrap() as usize,
+        F::Activation::TYPE.row_bytes(256).unwrap() as usize,
+    );
+    let rows = want.len();
+    assert_eq!(rows, w.len() / wrow);
+    for (r, &theirs) in want.iter().enumerate() {
+        let wr = &w[r * wrow..(r + 1) * wrow];
+        let ar = &a[(r + 1) % rows * arow..((r + 1) % rows + 1) * arow];
+        let ours = F::vec_dot(256, wr, ar).unwrap();
+        let ctx = format!("{} row {r}: ours {ours}, ggml {theirs}", F::TYPE);
+        if !theirs.is_finite() || !ours.is_finite() {
+            assert!(!theirs.is_finite() && !ours.is_finite(), "{ctx}");
+            continue;
+        }
+        let mut wv = vec![0.0f32; 256];
+        F::dequantize_row(wr, &mut wv).unwrap();
+        let av = activation_values(F::Activation::TYPE, ar, 256);
+        let scale: f64 = wv
+            .iter()
+            .zip(&av)
+            .map(|(p, q)| (f64::from(*p) * f64::from(*q)).abs())
+            .sum();
+        let tol = 1e-5 * scale + 1e-5 * f64::from(theirs.abs()) + 1e-30;
+        assert!(
+            (f64::from(ours) - f64::from(theirs)).abs() <= tol,
+            "{ctx} (tolerance {tol})"
+        );
+    }
+}
+
+#[test]
+fn dots_match_ggml_vec_dot() {
+    matches_ggml_dots::<BlockQ8_0>();
+    matches_ggml_dots::<BlockQ4_0>();
+    matches_ggml_dots::<BlockQ4_1>();
+    matches_ggml_dots::<BlockQ5_0>();
+    matches_ggml_dots::<BlockQ5_1>();
+    matches_ggml_dots::<BlockQ6_K>();
+}
+
 fn finite_row(n: usize) -> impl Strategy<Value = Vec<f32>> {
     prop::collection::vec(-4.0f32..4.0, n)
 }
