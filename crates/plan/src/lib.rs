@@ -34,7 +34,8 @@ use ggufy_quant::{
 use rayon::prelude::*;
 
 pub use policy::{
-    NF4_ABSMAX_SUFFIX, NF4_TENSORS_KEY, QuantizePolicy, file_type_for, quantize_plan,
+    NF4_ABSMAX_SUFFIX, NF4_TENSORS_KEY, QuantizePolicy, choose_encoding, file_type_for,
+    quantize_plan,
 };
 
 /// How values are encoded: a ggml type, or NF4 (which ggml has no type for).
@@ -72,6 +73,64 @@ pub enum Source<'a> {
         /// Block scales.
         absmax: &'a [u8],
     },
+    /// NF4 with bitsandbytes' double-quantized scales: the scale of block `b` is
+    /// `map2[q[b]] · absmax2[b / block2] + offset`, computed in f32 as bitsandbytes does.
+    Nf4Nested {
+        /// Packed codes.
+        codes: &'a [u8],
+        /// One u8 per 64-element block: an index into `map2`.
+        scales_q: &'a [u8],
+        /// The 8-bit code: 256 little-endian f32.
+        map2: &'a [u8],
+        /// Second-level scales, one little-endian f32 per `block2` first-level blocks.
+        absmax2: &'a [u8],
+        /// First-level blocks per second-level scale (256 in bitsandbytes).
+        block2: u32,
+        /// Added to every decoded scale (the mean that was subtracted).
+        offset: f32,
+    },
+}
+
+/// The f32 scales of NF4 row `row` (`out.len()` blocks of 64), from either scale layout.
+fn nf4_row_scales(src: &Source<'_>, row: usize, out: &mut [f32]) -> bool {
+    let nb = out.len();
+    let f32_at = |b: &[u8], i: usize| {
+        b.get(i * 4..i * 4 + 4)
+            .map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+    };
+    match *src {
+        Source::Nf4 { absmax, .. } => {
+            for (j, s) in out.iter_mut().enumerate() {
+                match f32_at(absmax, row * nb + j) {
+                    Some(v) => *s = v,
+                    None => return false,
+                }
+            }
+            true
+        }
+        Source::Nf4Nested {
+            scales_q,
+            map2,
+            absmax2,
+            block2,
+            offset,
+            ..
+        } => {
+            for (j, s) in out.iter_mut().enumerate() {
+                let b = row * nb + j;
+                let (Some(&q), Some(blk)) = (scales_q.get(b), b.checked_div(block2 as usize))
+                else {
+                    return false;
+                };
+                match (f32_at(map2, q as usize), f32_at(absmax2, blk)) {
+                    (Some(c), Some(a)) => *s = c * a + offset,
+                    _ => return false,
+                }
+            }
+            true
+        }
+        Source::Ggml { .. } => false,
+    }
 }
 
 impl Source<'_> {
@@ -79,7 +138,7 @@ impl Source<'_> {
     pub fn encoding(&self) -> Encoding {
         match self {
             Source::Ggml { ty, .. } => Encoding::Ggml(*ty),
-            Source::Nf4 { .. } => Encoding::Nf4,
+            Source::Nf4 { .. } | Source::Nf4Nested { .. } => Encoding::Nf4,
         }
     }
 
@@ -87,6 +146,9 @@ impl Source<'_> {
         match self {
             Source::Ggml { bytes, .. } => bytes.len() as u64,
             Source::Nf4 { codes, absmax } => (codes.len() + absmax.len()) as u64,
+            Source::Nf4Nested {
+                codes, scales_q, ..
+            } => (codes.len() + scales_q.len()) as u64,
         }
     }
 }
@@ -102,6 +164,24 @@ pub enum Target {
     Nf4Absmax,
 }
 
+/// A value-level change applied while a tensor is read (what converters need besides a cast).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transform {
+    /// Values as stored.
+    #[default]
+    None,
+    /// Undo Hugging Face's rotate-half RoPE layout for ggml's adjacent-pair RoPE: within each of
+    /// `heads` blocks of rows, row `s·(hd/2) + i` moves to row `2i + s` (hd = rows per head). A
+    /// 1-D tensor (a bias) has its elements moved the same way.
+    PermuteHeads {
+        /// Number of heads the rows are split into.
+        heads: u64,
+    },
+    /// `x + 1`, for norms stored as an offset from one (Gemma). Computed in f32 and, for an F16
+    /// source, rounded back to f16 as torch's half-precision add does.
+    AddOne,
+}
+
 /// One tensor of the output file.
 #[derive(Clone, Debug)]
 pub struct PlannedTensor<'a> {
@@ -114,6 +194,8 @@ pub struct PlannedTensor<'a> {
     pub source: Source<'a>,
     /// What to write.
     pub out: Target,
+    /// Applied to the values on the way.
+    pub transform: Transform,
 }
 
 impl PlannedTensor<'_> {
@@ -147,7 +229,18 @@ impl PlannedTensor<'_> {
     }
 
     fn is_copy(&self) -> bool {
-        matches!((self.source, self.out), (Source::Ggml { ty, .. }, Target::Ggml(out)) if ty == out)
+        self.transform == Transform::None
+            && matches!((self.source, self.out), (Source::Ggml { ty, .. }, Target::Ggml(out)) if ty == out)
+    }
+
+    /// The source row that output row `row` is read from.
+    fn source_row(&self, row: usize) -> usize {
+        match self.transform {
+            Transform::PermuteHeads { heads } if self.dims.len() >= 2 => {
+                permuted_index(row, self.rows() as usize, heads as usize)
+            }
+            _ => row,
+        }
     }
 }
 
@@ -244,6 +337,31 @@ impl TensorPlan<'_> {
                         )));
                     }
                 }
+                Source::Nf4Nested {
+                    codes,
+                    scales_q,
+                    map2,
+                    absmax2,
+                    block2,
+                    ..
+                } => {
+                    let blocks = n / NF4_BLOCK as u64;
+                    if ne0 % NF4_BLOCK as u64 != 0
+                        || codes.len() as u64 != n / 2
+                        || scales_q.len() as u64 != blocks
+                        || map2.len() != 256 * 4
+                        || block2 == 0
+                        || absmax2.len() as u64 != blocks.div_ceil(u64::from(block2)) * 4
+                    {
+                        return Err(fail(format!(
+                            "double-quantized NF4 data ({} code bytes, {} scale indices, {} second-level scale bytes per {block2} blocks) does not fit shape {:?}",
+                            codes.len(),
+                            scales_q.len(),
+                            absmax2.len(),
+                            t.dims
+                        )));
+                    }
+                }
                 Source::Nf4 { codes, absmax } => {
                     if ne0 % NF4_BLOCK as u64 != 0
                         || codes.len() as u64 != n / 2
@@ -257,6 +375,22 @@ impl TensorPlan<'_> {
                         )));
                     }
                 }
+            }
+            match t.transform {
+                Transform::None => {}
+                Transform::PermuteHeads { heads } => {
+                    let along = if t.dims.len() >= 2 { rows } else { ne0 };
+                    if t.dims.len() > 2 || heads == 0 || along % (2 * heads) != 0 {
+                        return Err(fail(format!(
+                            "shape {:?} cannot be split into {heads} heads of paired rows",
+                            t.dims
+                        )));
+                    }
+                }
+                Transform::AddOne => {}
+            }
+            if t.transform == Transform::AddOne && t.source.encoding() == Encoding::Nf4 {
+                return Err(fail("+1 applies to ggml-typed sources only".into()));
             }
             match t.out {
                 Target::Ggml(ty) if !t.is_copy() => {
@@ -310,6 +444,49 @@ impl TensorPlan<'_> {
 /// balance a few hundred rows across cores.
 const TASK_BYTES: usize = 256 * 1024;
 
+/// Where element `index` of a permuted run of `len` elements split into `heads` heads comes from
+/// (see [`Transform::PermuteHeads`]).
+fn permuted_index(index: usize, len: usize, heads: usize) -> usize {
+    let hd = len / heads.max(1);
+    if hd < 2 {
+        return index;
+    }
+    let (head, r) = (index / hd, index % hd);
+    head * hd + (r % 2) * (hd / 2) + r / 2
+}
+
+/// Applies a value transform to one decoded row (the row permutation itself happens on read).
+fn apply_transform(t: &PlannedTensor<'_>, row: &mut [f32], scratch: &mut Vec<f32>) {
+    match t.transform {
+        Transform::None => {}
+        Transform::PermuteHeads { heads } => {
+            if t.dims.len() < 2 {
+                scratch.clear();
+                scratch.extend_from_slice(row);
+                let len = row.len();
+                for (i, v) in row.iter_mut().enumerate() {
+                    *v = scratch[permuted_index(i, len, heads as usize)];
+                }
+            }
+        }
+        Transform::AddOne => {
+            let f16_source = matches!(
+                t.source,
+                Source::Ggml {
+                    ty: GgmlType::F16,
+                    ..
+                }
+            );
+            for v in row.iter_mut() {
+                *v += 1.0;
+                if f16_source {
+                    *v = half::f16::from_f32(*v).to_f32();
+                }
+            }
+        }
+    }
+}
+
 /// Decodes row `row` of a source into `out` (`ne0` values); `scales` (one per 64 values) is
 /// scratch for NF4 sources, reused across rows.
 fn decode_row(
@@ -325,20 +502,18 @@ fn decode_row(
             let b = bytes.get(row * rb..(row + 1) * rb).unwrap_or(&[]);
             dequantize_row(ty, b, out)
         }
-        Source::Nf4 { codes, absmax } => {
-            let nb = ne0 / NF4_BLOCK;
+        Source::Nf4 { codes, .. } | Source::Nf4Nested { codes, .. } => {
             let c = codes.get(row * ne0 / 2..(row + 1) * ne0 / 2).unwrap_or(&[]);
-            let a = absmax.get(row * nb * 4..(row + 1) * nb * 4).unwrap_or(&[]);
-            if c.len() * 2 != ne0 || a.len() != nb * 4 || scales.len() != nb {
+            if c.len() * 2 != ne0
+                || scales.len() != ne0 / NF4_BLOCK
+                || !nf4_row_scales(src, row, scales)
+            {
                 return Err(QuantError::BadLength {
                     ty: GgmlType::I8,
                     n: ne0,
                     block: NF4_BLOCK as u64,
                     bytes: c.len(),
                 });
-            }
-            for (s, b) in scales.iter_mut().zip(a.chunks_exact(4)) {
-                *s = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
             }
             dequantize_nf4(c, scales, out);
             Ok(())
@@ -376,10 +551,17 @@ fn convert_tensor(
         .zip(scales.par_chunks_mut(scale_chunk))
         .enumerate()
         .try_for_each_init(
-            || (vec![0.0f32; ne0], vec![0.0f32; ne0 / NF4_BLOCK]),
-            |(row, am), (task, (dst, sc))| {
+            || {
+                (
+                    vec![0.0f32; ne0],
+                    vec![0.0f32; ne0 / NF4_BLOCK],
+                    Vec::<f32>::new(),
+                )
+            },
+            |(row, am, scratch), (task, (dst, sc))| {
                 for (k, d) in dst.chunks_exact_mut(dst_row).enumerate() {
-                    decode_row(&t.source, task * rows_per_task + k, row, am)?;
+                    decode_row(&t.source, t.source_row(task * rows_per_task + k), row, am)?;
+                    apply_transform(t, row, scratch);
                     match t.out {
                         Target::Ggml(ty) => quantize_row(ty, row, d, rounding)?,
                         _ => {
@@ -425,6 +607,46 @@ pub fn execute(
             * stored_dims.iter().skip(1).product::<u64>();
         match (t.source, t.out) {
             (Source::Ggml { bytes, .. }, _) if t.is_copy() => writer.write_tensor(bytes)?,
+            (Source::Nf4 { codes, .. } | Source::Nf4Nested { codes, .. }, Target::Nf4Codes) => {
+                // NF4 to NF4: codes travel as they are (rows reordered by a permutation), scales
+                // are decoded to f32 — nothing is quantized twice.
+                let ne0 = t.ne0() as usize;
+                let (row_bytes, nb) = (ne0 / 2, ne0 / NF4_BLOCK);
+                let mut row_scales = vec![0.0f32; nb];
+                pending_scales.clear();
+                let scales = &mut pending_scales;
+                writer
+                    .write_tensor_with(|buf| {
+                        for (r, dst) in buf.chunks_exact_mut(row_bytes.max(1)).enumerate() {
+                            let sr = t.source_row(r);
+                            let src = codes.get(sr * row_bytes..(sr + 1) * row_bytes);
+                            match src {
+                                Some(src) if nf4_row_scales(&t.source, sr, &mut row_scales) => {
+                                    dst.copy_from_slice(src);
+                                    for v in &row_scales {
+                                        scales.extend_from_slice(&v.to_le_bytes());
+                                    }
+                                }
+                                _ => {
+                                    return Err(QuantError::BadLength {
+                                        ty: GgmlType::I8,
+                                        n: ne0,
+                                        block: NF4_BLOCK as u64,
+                                        bytes: codes.len(),
+                                    });
+                                }
+                            }
+                        }
+                        Ok(())
+                    })
+                    .map_err(|e| match e {
+                        ggufy_gguf::WriteError::Gguf(g) => PlanError::Gguf(g),
+                        ggufy_gguf::WriteError::Source(err) => PlanError::Quant {
+                            name: t.name.clone(),
+                            err,
+                        },
+                    })?;
+            }
             (_, Target::Nf4Absmax) => writer.write_tensor(&std::mem::take(&mut pending_scales))?,
             _ => {
                 let scale_len = if t.out == Target::Nf4Codes {

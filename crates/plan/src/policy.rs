@@ -138,6 +138,28 @@ fn choose(policy: &QuantizePolicy, t: &TensorInfo, arch: &str, tied_embeddings: 
     Encoding::Ggml(fallback(ty, t.row_len()))
 }
 
+/// llama-quantize's choice for one tensor described by name, ggml dims and stored type, for plan
+/// builders that have no GGUF input (the converter). `tied_embeddings`: the file has no
+/// `output.weight`, so `token_embd.weight` doubles as the output head.
+pub fn choose_encoding(
+    policy: &QuantizePolicy,
+    name: &str,
+    dims: &[u64],
+    ty: GgmlType,
+    arch: &str,
+    tied_embeddings: bool,
+) -> Encoding {
+    let info = TensorInfo {
+        name: name.to_owned(),
+        dims: dims.to_vec(),
+        ty,
+        offset: 0,
+        n_elements: dims.iter().product(),
+        n_bytes: 0,
+    };
+    choose(policy, &info, arch, tied_embeddings)
+}
+
 /// The NF4 tensors of `file`: name → (codes, absmax) tensor infos, checked against each other.
 fn nf4_tensors(
     file: &GgufFile,
@@ -305,7 +327,7 @@ pub fn quantize_plan<'a>(
         }
         let lossy_source = match source {
             Source::Ggml { ty, .. } => ty.is_quantized(),
-            Source::Nf4 { .. } => true,
+            Source::Nf4 { .. } | Source::Nf4Nested { .. } => true,
         };
         if out != source.encoding() && lossy_source {
             requantized.push(format!("{} ({})", t.name, source.encoding()));
@@ -315,6 +337,7 @@ pub fn quantize_plan<'a>(
             dims: logical.dims.clone(),
             source,
             out,
+            transform: crate::Transform::None,
         };
         match out {
             Encoding::Ggml(ty) => tensors.push(planned(Target::Ggml(ty), t.name.clone())),
