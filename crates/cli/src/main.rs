@@ -1,6 +1,7 @@
 //! `ggufy`: the command line. Parses arguments, calls the library crates, formats their results.
 //! Exit codes: 0 success, 1 the job failed (bad input, I/O), 2 bad arguments (clap's convention).
 
+mod convert;
 mod inspect;
 mod quantize;
 mod report;
@@ -23,6 +24,8 @@ struct Cli {
 enum Command {
     /// Show a GGUF file's header, metadata, tensors and tokenizer (or why it is not a valid GGUF).
     Inspect(InspectArgs),
+    /// Convert a Hugging Face safetensors checkpoint to GGUF (what llama.cpp's converter writes).
+    Convert(convert::ConvertArgs),
     /// Quantize a GGUF file (F32/F16/BF16 or already quantized) to another type.
     Quantize(quantize::QuantizeArgs),
 }
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(&args),
+        Command::Convert(args) => convert::run(&args),
         Command::Quantize(args) => quantize::run(&args),
     };
     match result {

@@ -1,6 +1,5 @@
 //! `ggufy quantize IN OUT TYPE`: llama-quantize's job, byte-identical tensors, streamed.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -11,7 +10,7 @@ use ggufy_quant::Rounding;
 use serde_json::json;
 
 use crate::open_gguf;
-use crate::report::human_bytes;
+use crate::report::{human_bytes, progress_bar};
 
 /// Types `ggufy quantize` produces, as users type them.
 const TYPES: [&str; 9] = [
@@ -96,14 +95,7 @@ pub fn run(args: &QuantizeArgs) -> Result<String> {
             inputs: vec![args.input.clone()],
         },
     };
-    let bar = (!args.quiet && std::io::stderr().is_terminal()).then(|| {
-        let bar = indicatif::ProgressBar::new(plan.tensors.len() as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tensors {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar
-    });
+    let bar = progress_bar(plan.tensors.len() as u64, args.quiet);
     let (path, reports) = execute(&plan, &args.output, &opts, &mut |_, r| {
         if let Some(bar) = &bar {
             bar.set_message(r.name.clone());

@@ -176,6 +176,19 @@ pub fn file_type_name(id: u64) -> Option<&'static str> {
     })
 }
 
+/// A tensor-count progress bar on stderr, only when it is a terminal and not `--quiet`.
+pub fn progress_bar(len: u64, quiet: bool) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    (!quiet && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(len);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tensors {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
