@@ -15,7 +15,8 @@ use crate::report::{human_bytes, progress_bar};
 /// Arguments of `ggufy convert`.
 #[derive(clap::Args, Debug)]
 pub struct ConvertArgs {
-    /// Checkpoint directory (config.json, *.safetensors, tokenizer files).
+    /// Checkpoint directory (config.json, *.safetensors, tokenizer files), or a Hugging Face hub id
+    /// `org/name[@revision]` (honours HF_TOKEN, HF_HOME, HF_ENDPOINT, HF_HUB_OFFLINE).
     source: PathBuf,
     /// Output GGUF file (written to a temporary file beside it, renamed when complete).
     #[arg(
@@ -58,6 +59,36 @@ fn parse_outtype(s: &str) -> Result<OutType, String> {
     })
 }
 
+/// A local directory as is; a hub id fetched into the Hugging Face cache.
+fn resolve_source(source: &std::path::Path, quiet: bool) -> Result<PathBuf> {
+    if source.exists() {
+        return Ok(source.to_owned());
+    }
+    #[cfg(feature = "hub")]
+    if let Some(id) = source.to_str().and_then(ggufy_convert::hub::HubId::parse) {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let opts = ggufy_convert::hub::HubOptions {
+            endpoint: env("HF_ENDPOINT"),
+            cache_dir: env("HF_HOME").map(|h| PathBuf::from(h).join("hub")),
+            token: env("HF_TOKEN").or_else(|| env("HUGGING_FACE_HUB_TOKEN")),
+            offline: env("HF_HUB_OFFLINE").is_some_and(|v| {
+                matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+            }),
+            retries: 5,
+        };
+        return ggufy_convert::hub::fetch(&id, &opts, &mut |f| {
+            if !quiet {
+                eprintln!("fetching {}@{}: {f}", id.repo, id.revision);
+            }
+        })
+        .map_err(anyhow::Error::new);
+    }
+    bail!(
+        "{}: no such directory (and not a hub id org/name[@revision])",
+        source.display()
+    )
+}
+
 /// Runs the command and returns what goes to stdout.
 pub fn run(args: &ConvertArgs) -> Result<String> {
     let start = Instant::now();
@@ -78,7 +109,8 @@ pub fn run(args: &ConvertArgs) -> Result<String> {
         },
         model_name: args.model_name.clone(),
     };
-    let conv = Converter::open(&args.source, &opts)
+    let dir = resolve_source(&args.source, args.quiet)?;
+    let conv = Converter::open(&dir, &opts)
         .with_context(|| format!("converting {}", args.source.display()))?;
     let (plan, warnings) = conv
         .plan()
@@ -160,7 +192,7 @@ pub fn run(args: &ConvertArgs) -> Result<String> {
                 .checkpoint()
                 .shard_names()
                 .iter()
-                .map(|s| args.source.join(s))
+                .map(|s| dir.join(s))
                 .collect(),
         },
     };

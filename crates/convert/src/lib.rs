@@ -16,6 +16,8 @@ pub mod arch;
 pub mod checkpoint;
 pub mod config;
 mod error;
+#[cfg(feature = "hub")]
+pub mod hub;
 pub mod meta;
 pub mod vocab;
 
