@@ -198,6 +198,7 @@ pub fn run(args: &ConvertArgs) -> Result<String> {
     };
     let bar = progress_bar(plan.tensors.len() as u64, args.quiet);
     let (path, reports) = execute(&plan, output, &exec, &mut |_, r| {
+        conv.release(&r.name);
         if let Some(bar) = &bar {
             bar.set_message(r.name.clone());
             bar.inc(1);

@@ -329,6 +329,31 @@ impl Checkpoint {
             .unwrap_or(&[])
     }
 
+    /// Drops the mapped pages of a tensor that has been converted, so the process's resident set
+    /// stays near one tensor instead of growing to the whole checkpoint. Advisory: on failure
+    /// nothing changes.
+    pub fn release(&self, t: &CheckpointTensor) {
+        let Some(shard) = self.shards.get(t.shard) else {
+            return;
+        };
+        // madvise works on whole pages; round inward so neighbouring tensors keep theirs.
+        const PAGE: usize = 4096;
+        let start = t.start.div_ceil(PAGE) * PAGE;
+        let end = t.end / PAGE * PAGE;
+        if end > start {
+            // SAFETY: the map is private and read-only, so MADV_DONTNEED cannot discard data:
+            // the pages are re-read from the file if touched again. Nothing holds a reference
+            // into this range once its tensor is written (the caller's contract).
+            let _ = unsafe {
+                shard.map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start,
+                    end - start,
+                )
+            };
+        }
+    }
+
     /// Total bytes of tensor data.
     pub fn data_bytes(&self) -> u64 {
         self.tensors.iter().map(|t| (t.end - t.start) as u64).sum()

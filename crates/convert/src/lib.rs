@@ -418,6 +418,33 @@ impl Converter {
         self.main
     }
 
+    /// Releases the mapped input pages behind output tensor `name` once it is written (call it
+    /// from `execute`'s progress callback). Only memory accounting changes; data stays readable.
+    pub fn release(&self, name: &str) {
+        let base = name
+            .strip_suffix(ggufy_plan::NF4_ABSMAX_SUFFIX)
+            .unwrap_or(name);
+        let Some(it) = self.items.iter().find(|it| it.name == base) else {
+            return;
+        };
+        let t = |i: usize| &self.ckpt.tensors()[i];
+        match &it.origin {
+            Origin::Checkpoint(i) => self.ckpt.release(t(*i)),
+            Origin::Generated(_) => {}
+            Origin::Nf4 {
+                codes,
+                absmax,
+                nested,
+            } => {
+                self.ckpt.release(t(*codes));
+                self.ckpt.release(t(*absmax));
+                if let Some(n) = nested {
+                    self.ckpt.release(t(n.absmax2));
+                }
+            }
+        }
+    }
+
     /// The output type of one tensor.
     fn choose(&self, it: &Item, tied: bool) -> Encoding {
         let converter_native = matches!(
