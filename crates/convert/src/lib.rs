@@ -356,6 +356,7 @@ impl Converter {
         // Metadata: general.*, hyperparameters, quantization version, then the tokenizer.
         let mut meta_tail = Meta::default();
         meta_tail.string("general.type", "model");
+        write_sampling_defaults(dir, &mut meta_tail, &mut warnings);
         let name = opts.model_name.clone().unwrap_or_else(|| {
             dir.canonicalize()
                 .ok()
@@ -569,6 +570,79 @@ impl Converter {
 
 /// Reads one bitsandbytes NF4 weight: its quant-state JSON, codes and scales, all checked.
 /// Returns the original dtype, the logical PyTorch shape and where the data is.
+/// How one `generation_config.json` field is stored under `general.sampling.*`.
+enum SamplingKind {
+    Text,
+    Int,
+    Float,
+}
+
+/// The generation defaults llama.cpp's converter carries into `general.sampling.*`, in its order:
+/// (GGUF key suffix, generation_config fields tried in turn, value kind).
+const SAMPLING_FIELDS: &[(&str, &[&str], SamplingKind)] = &[
+    ("sequence", &["sequence"], SamplingKind::Text),
+    ("top_k", &["top_k"], SamplingKind::Int),
+    ("top_p", &["top_p"], SamplingKind::Float),
+    ("min_p", &["min_p"], SamplingKind::Float),
+    ("xtc_probability", &["xtc_probability"], SamplingKind::Float),
+    ("xtc_threshold", &["xtc_threshold"], SamplingKind::Float),
+    ("temp", &["temperature"], SamplingKind::Float),
+    ("penalty_last_n", &["penalty_last_n"], SamplingKind::Int),
+    (
+        "penalty_repeat",
+        &["penalty_repeat", "repetition_penalty"],
+        SamplingKind::Float,
+    ),
+    ("mirostat", &["mirostat"], SamplingKind::Int),
+    ("mirostat_tau", &["mirostat_tau"], SamplingKind::Float),
+    ("mirostat_eta", &["mirostat_eta"], SamplingKind::Float),
+];
+
+/// Carries the model's recommended sampling settings from `generation_config.json` so runners
+/// start from the author's defaults. Like llama.cpp, an unreadable file is skipped (with a
+/// warning here), and so is a field of the wrong type rather than failing the conversion.
+fn write_sampling_defaults(dir: &Path, meta: &mut Meta, warnings: &mut Vec<String>) {
+    let path = dir.join("generation_config.json");
+    let Ok(text) = std::fs::read(&path) else {
+        return;
+    };
+    let config: serde_json::Value = match serde_json::from_slice(&text) {
+        Ok(serde_json::Value::Object(m)) => serde_json::Value::Object(m),
+        _ => {
+            warnings.push(format!(
+                "{}: not a JSON object; sampling defaults not carried over",
+                path.display()
+            ));
+            return;
+        }
+    };
+    for (suffix, fields, kind) in SAMPLING_FIELDS {
+        let Some((field, v)) = fields.iter().find_map(|f| config.get(*f).map(|v| (*f, v))) else {
+            continue;
+        };
+        // A present-but-null field means "unset" (and hides the fallback field), as in Python.
+        if v.is_null() {
+            continue;
+        }
+        let key = format!("general.sampling.{suffix}");
+        let value = match kind {
+            SamplingKind::Text => v.as_str().map(|s| MetaValue::String(s.to_owned())),
+            SamplingKind::Int => v
+                .as_i64()
+                .and_then(|i| i32::try_from(i).ok())
+                .map(MetaValue::I32),
+            SamplingKind::Float => v.as_f64().map(|f| MetaValue::F32(f as f32)),
+        };
+        match value {
+            Some(value) => meta.set(key, value),
+            None => warnings.push(format!(
+                "{}: field {field} = {v} has the wrong type; {key} not written",
+                path.display()
+            )),
+        }
+    }
+}
+
 fn bnb_nf4(ckpt: &Checkpoint, codes: usize, state: usize) -> Result<(GgmlType, Vec<u64>, Origin)> {
     let t = &ckpt.tensors()[codes];
     let fail = |problem: String| ConvertError::Tensor {
@@ -695,7 +769,49 @@ fn bnb_nf4(ckpt: &Checkpoint, codes: usize, state: usize) -> Result<(GgmlType, V
 
 #[cfg(test)]
 mod tests {
-    use super::size_label;
+    use super::{Meta, MetaValue, size_label, write_sampling_defaults};
+
+    fn sampling(json: &str) -> (Meta, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("generation_config.json"), json).unwrap();
+        let (mut meta, mut warnings) = (Meta::default(), Vec::new());
+        write_sampling_defaults(dir.path(), &mut meta, &mut warnings);
+        (meta, warnings)
+    }
+
+    #[test]
+    fn sampling_defaults_follow_llama_cpp() {
+        let (m, w) = sampling(
+            r#"{"top_k": 40, "temperature": 0.5, "repetition_penalty": 1.1, "min_p": null,
+                "mirostat": 2, "sequence": "top_k;temp"}"#,
+        );
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(m.get("general.sampling.top_k"), Some(&MetaValue::I32(40)));
+        assert_eq!(m.get("general.sampling.temp"), Some(&MetaValue::F32(0.5)));
+        assert_eq!(
+            m.get("general.sampling.penalty_repeat"),
+            Some(&MetaValue::F32(1.1))
+        );
+        assert_eq!(m.get("general.sampling.min_p"), None);
+        assert_eq!(m.get("general.sampling.mirostat"), Some(&MetaValue::I32(2)));
+        // llama.cpp's order, not the file's.
+        let keys: Vec<String> = m.into_entries().into_iter().map(|(k, _)| k).collect();
+        let want = ["sequence", "top_k", "temp", "penalty_repeat", "mirostat"]
+            .map(|k| format!("general.sampling.{k}"));
+        assert_eq!(keys, want);
+    }
+
+    #[test]
+    fn sampling_defaults_skip_bad_values_with_a_warning() {
+        let (m, w) = sampling(
+            r#"{"top_k": 0.5, "top_p": "high", "penalty_repeat": null, "repetition_penalty": 1.2}"#,
+        );
+        assert_eq!(m.into_entries().len(), 0);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("top_k"), "{w:?}");
+        let (m, w) = sampling("[1, 2]");
+        assert_eq!((m.into_entries().len(), w.len()), (0, 1));
+    }
 
     #[test]
     fn size_labels_match_gguf_py() {
