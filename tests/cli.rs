@@ -502,3 +502,202 @@ fn nf4_layout_error_bound_and_round_trips() {
     assert_eq!(g.tensor("blk.0.attn_q.weight").unwrap().dims, [256, 256]);
     assert!(g.tensor("blk.0.attn_q.weight.absmax").is_none());
 }
+
+// ---------------------------------------------------------------------------------------------
+// convert
+
+/// A copy of a bundled checkpoint in a fresh directory, to break.
+fn checkpoint_copy(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(fixtures().join("hf").join(name)).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+/// Runs `ggufy convert` into an empty directory; returns the output and what the directory holds
+/// afterwards.
+fn convert_into_empty_dir(src: &Path, extra: &[&str]) -> (Output, Vec<String>) {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("out.gguf");
+    let mut args = vec![
+        "convert",
+        src.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = ggufy(&args);
+    let left: Vec<String> = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    (o, left)
+}
+
+#[test]
+fn convert_bundled_checkpoint_to_q4_0_then_inspect() {
+    // README's main command.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tiny-q4_0.gguf");
+    let src = fixtures().join("hf/tiny-llama");
+    let o = ggufy(&[
+        "convert",
+        src.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--outtype",
+        "q4_0",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let i = ggufy(&["inspect", out.to_str().unwrap(), "--json"]);
+    assert!(i.status.success());
+    let j: Json = serde_json::from_slice(&i.stdout).unwrap();
+    let tensors = j["tensors"].as_array().unwrap();
+    assert_eq!(tensors.len(), 21);
+    let ty = |name: &str| {
+        tensors.iter().find(|t| t["name"] == name).unwrap()["type"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // llama-quantize's Q4_0 recipe: Q6_K output (Q8_0 here: 128-wide rows are not whole
+    // 256-element K blocks, and Q8_0 is llama.cpp's fallback), Q4_0 matrices, F32 norms.
+    assert_eq!(ty("output.weight"), "Q8_0");
+    assert_eq!(ty("blk.0.attn_q.weight"), "Q4_0");
+    assert_eq!(ty("blk.0.attn_norm.weight"), "F32");
+}
+
+#[test]
+fn convert_is_identical_at_any_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixtures().join("hf/tiny-qwen2");
+    let mut outputs = Vec::new();
+    for threads in ["1", "2", "5"] {
+        let out = dir.path().join(format!("t{threads}.gguf"));
+        let o = ggufy(&[
+            "convert",
+            src.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--outtype",
+            "q8_0",
+            "--vocab-pre",
+            "qwen2",
+            "--threads",
+            threads,
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        outputs.push(std::fs::read(out).unwrap());
+    }
+    assert!(outputs.windows(2).all(|w| w[0] == w[1]));
+}
+
+#[test]
+fn convert_dry_run_reports_the_plan_and_writes_nothing() {
+    let src = fixtures().join("hf/tiny-phi3");
+    let (o, left) = convert_into_empty_dir(&src, &["--dry-run", "--json", "--outtype", "q8_0"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(left.is_empty(), "{left:?}");
+    let j: Json = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["architecture"], "phi3");
+    let t = j["tensors"].as_array().unwrap();
+    let qkv = t
+        .iter()
+        .find(|t| t["name"] == "blk.0.attn_qkv.weight")
+        .unwrap();
+    assert_eq!(
+        (&qkv["from"], &qkv["to"]),
+        (&Json::from("BF16"), &Json::from("Q8_0"))
+    );
+    assert!(t.iter().any(|t| t["name"] == "rope_factors_long.weight"));
+}
+
+#[test]
+fn convert_refuses_broken_checkpoints_cleanly() {
+    // Each breakage of the two-shard bf16 llama: exit 1, one message naming the file and the
+    // problem, and nothing left in the output directory (no file, no partial).
+    type Break = fn(&Path);
+    let cases: &[(&str, Break, &[&str])] = &[
+        (
+            "missing shard",
+            |d| std::fs::remove_file(d.join("model-00002-of-00002.safetensors")).unwrap(),
+            &["model-00002-of-00002.safetensors", "missing"],
+        ),
+        (
+            "truncated shard",
+            |d| {
+                let p = d.join("model-00001-of-00002.safetensors");
+                let b = std::fs::read(&p).unwrap();
+                std::fs::write(&p, &b[..b.len() - 100]).unwrap();
+            },
+            &["model-00001-of-00002.safetensors", "safetensors"],
+        ),
+        (
+            "header lies about offsets",
+            |d| {
+                // Same-length header whose first tensor claims to end past the data.
+                let p = d.join("model-00002-of-00002.safetensors");
+                let mut b = std::fs::read(&p).unwrap();
+                let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+                let header = String::from_utf8(b[8..8 + n].to_vec()).unwrap();
+                let at = header.find("\"data_offsets\":[").unwrap() + 16;
+                let end = at + header[at..].find(']').unwrap();
+                let (start, stop) = header[at..end].split_once(',').unwrap();
+                let lie = format!("{start},{}", stop.parse::<u64>().unwrap() + 4096);
+                let mut h = format!("{}{lie}{}", &header[..at], &header[end..]);
+                h = h.trim_end().to_owned();
+                assert!(h.len() <= n);
+                h.push_str(&" ".repeat(n - h.len()));
+                b[8..8 + n].copy_from_slice(h.as_bytes());
+                std::fs::write(&p, b).unwrap();
+            },
+            &["model-00002-of-00002.safetensors", "safetensors"],
+        ),
+        (
+            "config without required fields",
+            |d| {
+                let p = d.join("config.json");
+                let mut c: Json = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+                c.as_object_mut().unwrap().remove("hidden_size");
+                std::fs::write(&p, c.to_string()).unwrap();
+            },
+            &["config.json", "hidden_size"],
+        ),
+        (
+            "LFS pointer instead of weights",
+            |d| {
+                std::fs::write(
+                    d.join("model-00001-of-00002.safetensors"),
+                    "version https://git-lfs.github.com/spec/v1\noid sha256:4d7a2146\nsize 401408\n",
+                )
+                .unwrap();
+            },
+            &["model-00001-of-00002.safetensors", "LFS pointer"],
+        ),
+        (
+            "unknown architecture",
+            |d| {
+                let p = d.join("config.json");
+                let mut c: Json = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+                c["architectures"] = serde_json::json!(["FalconForCausalLM"]);
+                std::fs::write(&p, c.to_string()).unwrap();
+            },
+            &["FalconForCausalLM", "LlamaForCausalLM", "Qwen2ForCausalLM"],
+        ),
+    ];
+    for (what, break_it, expect) in cases {
+        let ckpt = checkpoint_copy("tiny-llama");
+        break_it(ckpt.path());
+        let (o, left) = convert_into_empty_dir(ckpt.path(), &["--outtype", "q8_0"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{what}: {err}");
+        for e in *expect {
+            assert!(err.contains(e), "{what}: want {e:?} in {err}");
+        }
+        assert_eq!(err.trim_end().lines().count(), 1, "{what}: {err}");
+        assert!(!err.contains("panicked"), "{what}: {err}");
+        assert!(left.is_empty(), "{what}: left {left:?}");
+    }
+}

@@ -205,21 +205,26 @@ fn text_params(h: &Hparams, m: &mut Meta, file_type: u32) -> Result<()> {
     if let Some(v) = h.u32(CTX_KEYS)? {
         m.u32(k("context_length"), v);
     }
-    if let Some(v) = h.u32(&["hidden_size", "n_embd", "dim"])? {
-        m.u32(k("embedding_length"), v);
-    }
-    if let Some(v) = h.u32(&[
-        "prefix_dense_intermediate_size",
-        "dense_intermediate_size",
-        "intermediate_size",
-        "n_inner",
-        "hidden_dim",
-    ])? {
-        m.u32(k("feed_forward_length"), v);
-    }
-    if let Some(v) = h.u32(&["num_attention_heads", "n_head", "n_heads"])? {
-        m.u32(k("attention.head_count"), v);
-    }
+    // llama.cpp's converter treats these as optional and would write a file its loader rejects;
+    // every supported architecture needs them, so a config without them is refused here.
+    m.u32(
+        k("embedding_length"),
+        h.require_u32(&["hidden_size", "n_embd", "dim"])?,
+    );
+    m.u32(
+        k("feed_forward_length"),
+        h.require_u32(&[
+            "prefix_dense_intermediate_size",
+            "dense_intermediate_size",
+            "intermediate_size",
+            "n_inner",
+            "hidden_dim",
+        ])?,
+    );
+    m.u32(
+        k("attention.head_count"),
+        h.require_u32(&["num_attention_heads", "n_head", "n_heads"])?,
+    );
     if let Some(v) = h.u32(&["num_key_value_heads", "n_kv_heads"])? {
         m.u32(k("attention.head_count_kv"), v);
     }

@@ -124,6 +124,9 @@ pub(crate) fn read_json_if_present(path: &Path) -> Result<Option<Json>> {
     }
 }
 
+/// How a Git LFS pointer file starts: what a clone without `git lfs` leaves in place of weights.
+const LFS_POINTER: &[u8] = b"version https://git-lfs.github.com/spec/";
+
 /// A shard file name from an index must name a file in the checkpoint directory, nothing else.
 fn is_plain_file_name(name: &str) -> bool {
     !name.is_empty()
@@ -212,6 +215,12 @@ impl Checkpoint {
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         for (i, part) in part_names.iter().enumerate() {
             let path = dir.join(part);
+            if indexed.is_some() && !path.exists() {
+                return Err(ConvertError::File {
+                    path,
+                    problem: "missing: the shard index lists it, but the file is not there (an incomplete download?)".into(),
+                });
+            }
             let file = File::open(&path).map_err(|source| ConvertError::Io {
                 path: path.clone(),
                 source,
@@ -224,6 +233,12 @@ impl Checkpoint {
                 path: path.clone(),
                 source,
             })?;
+            if map.starts_with(LFS_POINTER) {
+                return Err(ConvertError::File {
+                    path,
+                    problem: "a Git LFS pointer, not the weights: fetch the real file (`git lfs pull`, or give ggufy the hub id)".into(),
+                });
+            }
             let st = SafeTensors::deserialize(&map).map_err(|e| ConvertError::File {
                 path: path.clone(),
                 problem: format!("not a valid safetensors file: {e}"),

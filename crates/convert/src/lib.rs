@@ -326,6 +326,7 @@ impl Converter {
                 transform,
             });
         }
+        check_against_config(&h, &items, block_count)?;
         let mut names = std::collections::HashSet::new();
         for it in &items {
             if !names.insert(it.name.as_str()) {
@@ -570,6 +571,37 @@ impl Converter {
 
 /// Reads one bitsandbytes NF4 weight: its quant-state JSON, codes and scales, all checked.
 /// Returns the original dtype, the logical PyTorch shape and where the data is.
+/// Catches a config.json that disagrees with its weights, which would otherwise give a file
+/// llama.cpp refuses at load time (or worse, misreads): the embedding width must be
+/// `hidden_size`, and every one of `num_hidden_layers` layers must have tensors.
+fn check_against_config(h: &Hparams, items: &[Item], block_count: u32) -> Result<()> {
+    if let (Some(embd), Some((key, _))) = (
+        items.iter().find(|it| it.name == "token_embd.weight"),
+        h.find(&["hidden_size", "n_embd", "dim"]),
+    ) {
+        let want = h.require_u32(&[key])?;
+        if embd.dims.first() != Some(&u64::from(want)) {
+            return Err(h.field_error(
+                key,
+                format!(
+                    "is {want}, but the token embedding is {} wide",
+                    embd.dims.first().copied().unwrap_or(0)
+                ),
+            ));
+        }
+    }
+    for layer in 0..block_count {
+        let prefix = format!("blk.{layer}.");
+        if !items.iter().any(|it| it.name.starts_with(&prefix)) {
+            return Err(h.field_error(
+                "num_hidden_layers",
+                format!("is {block_count}, but the checkpoint has no tensors for layer {layer}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// How one `generation_config.json` field is stored under `general.sampling.*`.
 enum SamplingKind {
     Text,
