@@ -701,3 +701,55 @@ fn convert_refuses_broken_checkpoints_cleanly() {
         assert!(left.is_empty(), "{what}: left {left:?}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// tokenize / detokenize
+
+#[test]
+fn tokenize_and_detokenize_round_trip_on_the_bundled_model() {
+    let model = fixtures().join("gguf/tiny-llama-f16.gguf");
+    let m = model.to_str().unwrap();
+    let text = "Hello world, once upon a time";
+    let o = ggufy(&["tokenize", m, text, "--json", "--show-pieces"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: Json = serde_json::from_slice(&o.stdout).unwrap();
+    let ids: Vec<String> = j["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap().to_string())
+        .collect();
+    assert_eq!(j["count"].as_u64().unwrap() as usize, ids.len());
+    assert_eq!(j["pieces"].as_array().unwrap().len(), ids.len());
+    // BOS first, as the vocabulary asks; the plain form prints the same ids.
+    assert_eq!(ids[0], "1");
+    let plain = ggufy(&["tokenize", m, text]);
+    assert_eq!(String::from_utf8_lossy(&plain.stdout).trim(), ids.join(" "));
+    let mut args = vec!["detokenize", m];
+    args.extend(ids.iter().map(String::as_str));
+    let d = ggufy(&args);
+    assert!(d.status.success(), "{}", String::from_utf8_lossy(&d.stderr));
+    // llama.cpp keeps SentencePiece's leading space when it drops the BOS.
+    assert_eq!(String::from_utf8_lossy(&d.stdout), format!(" {text}\n"));
+    let no_bos = ggufy(&["tokenize", m, text, "--no-special"]);
+    assert_eq!(
+        String::from_utf8_lossy(&no_bos.stdout).trim(),
+        ids[1..].join(" ")
+    );
+}
+
+#[test]
+fn detokenize_refuses_ids_outside_the_vocabulary() {
+    let model = fixtures().join("gguf/tiny-llama-f16.gguf");
+    let m = model.to_str().unwrap();
+    for bad in ["100000", "-1"] {
+        let o = ggufy(&["detokenize", m, "1", bad]);
+        assert_eq!(o.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(bad) && err.contains("out of range"), "{err}");
+    }
+    assert_eq!(ggufy(&["detokenize", m]).status.code(), Some(2));
+    assert_eq!(ggufy(&["tokenize", m]).status.code(), Some(1));
+    let not_gguf = ggufy(&["tokenize", "/nonexistent.gguf", "x"]);
+    assert_eq!(not_gguf.status.code(), Some(1));
+}

@@ -5,6 +5,7 @@ mod convert;
 mod inspect;
 mod quantize;
 mod report;
+mod tokenize;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -28,6 +29,10 @@ enum Command {
     Convert(convert::ConvertArgs),
     /// Quantize a GGUF file (F32/F16/BF16 or already quantized) to another type.
     Quantize(quantize::QuantizeArgs),
+    /// Turn text into token ids with a model's vocabulary, exactly as llama.cpp does.
+    Tokenize(tokenize::TokenizeArgs),
+    /// Turn token ids back into text with a model's vocabulary.
+    Detokenize(tokenize::DetokenizeArgs),
 }
 
 /// Arguments of `ggufy inspect`.
@@ -63,6 +68,8 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(&args),
         Command::Convert(args) => convert::run(&args),
         Command::Quantize(args) => quantize::run(&args),
+        Command::Tokenize(args) => tokenize::run_tokenize(&args),
+        Command::Detokenize(args) => tokenize::run_detokenize(&args),
     };
     match result {
         Ok(output) => {

@@ -2,7 +2,11 @@
 //! merges, special ids and flags — validated, so a bad file gives an error naming the key and
 //! index instead of a crash or a silent misreading.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+// Seeded per process: vocabulary files are untrusted input, so no fixed-seed hash.
+use foldhash::HashMap;
+use foldhash::HashMapExt as _;
 
 use ggufy_gguf::{Gguf, Value};
 
@@ -79,6 +83,8 @@ pub struct Vocab {
     pub(crate) add_space_prefix: bool,
     pub(crate) clean_spaces: bool,
     pub(crate) ignore_merges: bool,
+    /// Characters that occur in some token of two or more characters (the others never merge).
+    pub(crate) joinable: foldhash::HashSet<char>,
     /// Special tokens matched in the input before tokenizing, longest first.
     pub(crate) special_cache: Vec<u32>,
     /// Each token's text as `token_to_piece(special = true)` renders it.
@@ -480,7 +486,15 @@ impl Vocab {
             ignore_merges,
             special_cache: Vec::new(),
             pieces: Vec::new(),
+            joinable: foldhash::HashSet::default(),
         };
+        for t in &v.tokens {
+            if let Ok(t) = std::str::from_utf8(t)
+                && t.chars().nth(1).is_some()
+            {
+                v.joinable.extend(t.chars());
+            }
+        }
         v.detect_special_by_text();
         v.special_cache = (0..n as u32)
             .filter(|&id| {
