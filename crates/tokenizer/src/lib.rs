@@ -347,3 +347,25 @@ impl StreamDecoder<'_> {
         rest
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::clean_up_spaces;
+
+    fn clean(s: &str) -> String {
+        String::from_utf8(clean_up_spaces(s.as_bytes())).unwrap()
+    }
+
+    #[test]
+    fn clean_up_follows_llama_cpp() {
+        assert_eq!(clean("Hello , world !"), "Hello, world!");
+        assert_eq!(clean("a  ."), "a .");
+        assert_eq!(clean("he ' s"), "he's");
+        assert_eq!(clean("I 'm you 're they 've it 's"), "I'm you're they've it's");
+        // 't, 'd and 'll keep their space, as in llama.cpp.
+        assert_eq!(clean("don 't I 'd we 'll"), "don 't I 'd we 'll");
+        assert_eq!(clean(" ?"), "?"); // the first character can lose its space too
+        assert_eq!(clean("x ' ' y"), "x'' y");
+        assert_eq!(clean(""), "");
+    }
+}
