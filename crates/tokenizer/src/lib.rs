@@ -361,7 +361,10 @@ mod tests {
         assert_eq!(clean("Hello , world !"), "Hello, world!");
         assert_eq!(clean("a  ."), "a .");
         assert_eq!(clean("he ' s"), "he's");
-        assert_eq!(clean("I 'm you 're they 've it 's"), "I'm you're they've it's");
+        assert_eq!(
+            clean("I 'm you 're they 've it 's"),
+            "I'm you're they've it's"
+        );
         // 't, 'd and 'll keep their space, as in llama.cpp.
         assert_eq!(clean("don 't I 'd we 'll"), "don 't I 'd we 'll");
         assert_eq!(clean(" ?"), "?"); // the first character can lose its space too
