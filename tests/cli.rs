@@ -753,3 +753,188 @@ fn detokenize_refuses_ids_outside_the_vocabulary() {
     let not_gguf = ggufy(&["tokenize", "/nonexistent.gguf", "x"]);
     assert_eq!(not_gguf.status.code(), Some(1));
 }
+
+// ---------------------------------------------------------------------------------------------
+// run
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn greedy_generation_matches_llama_cpp_on_every_fixture_architecture() {
+    // fixtures/golden/run/greedy.json: llama-simple's stdout (prompt pieces, generated pieces,
+    // a newline) on F16, Q8_0 and Q4_0 files of each fixture checkpoint.
+    let golden: Json =
+        serde_json::from_slice(&std::fs::read(fixtures().join("golden/run/greedy.json")).unwrap())
+            .unwrap();
+    // Random-weight models this small have near-tied logits, and ggufy sums in a different order
+    // than ggml's AVX2 kernels and flash attention's f16 accumulator, so a long greedy run can
+    // take the other branch of a tie. Every run must agree for its first MIN_AGREE tokens, and
+    // most in full (18 generations, 32 tokens each).
+    const MIN_AGREE: usize = 12;
+    const MIN_FULL: usize = 14;
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    let mut summary = Vec::new();
+    let mut full = 0;
+    let cases = golden.as_array().unwrap();
+    assert!(cases.len() >= 18);
+    for c in cases {
+        let ckpt = c["checkpoint"].as_str().unwrap();
+        let ty = c["type"].as_str().unwrap();
+        let src = fixtures().join("hf").join(ckpt);
+        let f16 = dir.path().join(format!("{ckpt}.f16.gguf"));
+        let file = dir.path().join(format!("{ckpt}.{ty}.gguf"));
+        let mut convert = vec![
+            "convert".to_string(),
+            src.to_str().unwrap().into(),
+            "-o".into(),
+            f16.to_str().unwrap().into(),
+            "--force".into(),
+            "--quiet".into(),
+        ];
+        if let Some(pre) = c["vocab_pre"].as_str() {
+            convert.extend(["--vocab-pre".into(), pre.into()]);
+        }
+        let args: Vec<&str> = convert.iter().map(String::as_str).collect();
+        assert!(ggufy(&args).status.success(), "{ckpt}");
+        let made = match ty {
+            "f16" => true,
+            "q8_0" => {
+                let mut a = args.clone();
+                a[3] = file.to_str().unwrap();
+                a.extend(["--outtype", "q8_0"]);
+                ggufy(&a).status.success()
+            }
+            _ => ggufy(&[
+                "quantize",
+                f16.to_str().unwrap(),
+                file.to_str().unwrap(),
+                ty,
+                "--force",
+                "--quiet",
+            ])
+            .status
+            .success(),
+        };
+        assert!(made, "{ckpt} {ty}");
+        let path = if ty == "f16" { &f16 } else { &file };
+        let n = c["n_predict"].as_u64().unwrap().to_string();
+        let o = ggufy(&[
+            "run",
+            path.to_str().unwrap(),
+            "-p",
+            c["prompt"].as_str().unwrap(),
+            "-n",
+            &n,
+            "--greedy",
+            "--json",
+        ]);
+        assert!(
+            o.status.success(),
+            "{ckpt} {ty}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let j: Json = serde_json::from_slice(&o.stdout).unwrap();
+        let gguf = ggufy_gguf::Gguf::open(path).unwrap();
+        let tok = ggufy_tokenizer::Tokenizer::from_gguf(&gguf).unwrap();
+        let piece = |id: &Json| {
+            tok.token_to_piece(id.as_u64().unwrap() as u32, 0, true)
+                .unwrap()
+                .to_vec()
+        };
+        let want = unhex(c["stdout_hex"].as_str().unwrap());
+        let prompt: Vec<u8> = j["prompt_tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(piece)
+            .collect();
+        assert!(
+            want.starts_with(&prompt),
+            "{ckpt} {ty}: prompt rendered differently"
+        );
+        // How many generated tokens agree with llama.cpp's text, piece by piece.
+        let mut rest = &want[prompt.len()..want.len() - 1];
+        let generated = j["tokens"].as_array().unwrap();
+        let mut agree = 0;
+        for id in generated {
+            let p = piece(id);
+            if !rest.starts_with(&p) {
+                break;
+            }
+            rest = &rest[p.len()..];
+            agree += 1;
+        }
+        let all = agree == generated.len() && rest.is_empty();
+        full += usize::from(all);
+        summary.push(format!(
+            "{ckpt} {ty}: {agree}/{}{}",
+            generated.len(),
+            if all { "" } else { " (diverges)" }
+        ));
+        if agree < MIN_AGREE && !all {
+            failures.push(format!(
+                "{ckpt} {ty}: only {agree} tokens agree\n  llama.cpp {:?}\n  ggufy     {:?}",
+                String::from_utf8_lossy(&want),
+                String::from_utf8_lossy(&generated.iter().flat_map(piece).collect::<Vec<u8>>())
+            ));
+        }
+    }
+    eprintln!("{}", summary.join("\n"));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        full >= MIN_FULL,
+        "only {full} of {} generations agree in full",
+        cases.len()
+    );
+}
+
+#[test]
+fn nf4_files_run_and_agree_with_their_f32_dequantization() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixtures().join("hf/tiny-llama-nf4");
+    let mut tokens = Vec::new();
+    for ty in ["nf4", "f32"] {
+        let out = dir.path().join(format!("m.{ty}.gguf"));
+        let c = ggufy(&[
+            "convert",
+            src.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--outtype",
+            ty,
+            "--quiet",
+        ]);
+        assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+        let r = ggufy(&[
+            "run",
+            out.to_str().unwrap(),
+            "-p",
+            "Hello",
+            "-n",
+            "16",
+            "--greedy",
+            "--json",
+        ]);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let j: Json = serde_json::from_slice(&r.stdout).unwrap();
+        tokens.push(j["tokens"].clone());
+    }
+    assert_eq!(tokens[0].as_array().unwrap().len(), 16);
+    assert_eq!(tokens[0], tokens[1]);
+}
+
+#[test]
+fn run_refuses_what_it_cannot_run() {
+    // A vocab-only file has no weights; a bad prompt file path; an unknown architecture.
+    let vocab_only = fixtures().join("gguf/all-types.gguf");
+    let o = ggufy(&["run", vocab_only.to_str().unwrap(), "-p", "x"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}

@@ -5,6 +5,7 @@ mod convert;
 mod inspect;
 mod quantize;
 mod report;
+mod run;
 mod tokenize;
 
 use std::io::Write;
@@ -29,6 +30,8 @@ enum Command {
     Convert(convert::ConvertArgs),
     /// Quantize a GGUF file (F32/F16/BF16 or already quantized) to another type.
     Quantize(quantize::QuantizeArgs),
+    /// Generate text from a prompt with a model (llama, qwen2, phi3, gemma architectures).
+    Run(run::RunArgs),
     /// Turn text into token ids with a model's vocabulary, exactly as llama.cpp does.
     Tokenize(tokenize::TokenizeArgs),
     /// Turn token ids back into text with a model's vocabulary.
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(&args),
         Command::Convert(args) => convert::run(&args),
         Command::Quantize(args) => quantize::run(&args),
+        Command::Run(args) => run::run(&args),
         Command::Tokenize(args) => tokenize::run_tokenize(&args),
         Command::Detokenize(args) => tokenize::run_detokenize(&args),
     };

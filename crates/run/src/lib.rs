@@ -1,0 +1,12 @@
+//! A minimal, faithful llama-family runner: loads a GGUF file in place (no dequantized copy),
+//! runs llama.cpp's forward pass, samples, and streams text — enough for a pipeline to check
+//! that a converted or quantized file still works.
+
+pub mod error;
+pub mod model;
+pub mod sampler;
+pub mod weights;
+
+pub use error::{Result, RunError};
+pub use model::{Arch, Hparams, Model, Session};
+pub use sampler::{Sampler, SamplerConfig};

@@ -1,0 +1,700 @@
+//! The llama-family forward pass over a mapped GGUF file, following llama.cpp's graph and its
+//! numerics: f64-summed RMSNorm, iterative RoPE angles, an F16 KV cache, F16 attention operands.
+
+use ggufy_gguf::Gguf;
+
+use crate::error::{Result, RunError};
+use crate::weights::{Matrix, Storage, round_f16};
+
+/// The supported architectures and what differs between them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    /// Llama 2/3, Mistral, TinyLlama, SmolLM.
+    Llama,
+    /// Qwen2: q/k/v biases, NeoX RoPE.
+    Qwen2,
+    /// Phi-3: fused qkv and gate/up, NeoX RoPE, LongRoPE factors.
+    Phi3,
+    /// Gemma: GeGLU, embeddings scaled by √n_embd, NeoX RoPE.
+    Gemma,
+}
+
+/// Hyperparameters, checked.
+#[derive(Clone, Debug)]
+pub struct Hparams {
+    /// Architecture.
+    pub arch: Arch,
+    /// Its GGUF name (the key prefix).
+    pub arch_name: String,
+    /// Vocabulary size (rows of the embedding).
+    pub n_vocab: usize,
+    /// Hidden size.
+    pub n_embd: usize,
+    /// Layers.
+    pub n_layer: usize,
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads.
+    pub n_head_kv: usize,
+    /// Per-head size of keys and queries.
+    pub head_dim: usize,
+    /// Per-head size of values.
+    pub head_dim_v: usize,
+    /// Feed-forward size.
+    pub n_ff: usize,
+    /// Training context length.
+    pub n_ctx_train: usize,
+    /// RMSNorm epsilon.
+    pub rms_eps: f32,
+    /// RoPE base.
+    pub rope_base: f32,
+    /// Rotated dimensions per head.
+    pub n_rot: usize,
+    /// Linear RoPE scaling (1 / factor).
+    pub rope_freq_scale: f32,
+    /// Multiplier on RoPE's cos and sin (Phi-3's attn_factor).
+    pub rope_attn_factor: f32,
+    /// Context length before RoPE scaling (Phi-3 picks long or short factors by it).
+    pub n_ctx_orig: usize,
+}
+
+fn key<B: AsRef<[u8]>>(f: &Gguf<B>, arch: &str, k: &str) -> Result<Option<u64>> {
+    Ok(f.get_u64(&format!("{arch}.{k}"))?)
+}
+
+fn need<B: AsRef<[u8]>>(f: &Gguf<B>, arch: &str, k: &str) -> Result<usize> {
+    let v = key(f, arch, k)?.ok_or_else(|| RunError::MissingKey {
+        key: format!("{arch}.{k}"),
+    })?;
+    usize::try_from(v).map_err(|_| RunError::BadKey {
+        key: format!("{arch}.{k}"),
+        problem: format!("{v} is too large"),
+    })
+}
+
+fn float<B: AsRef<[u8]>>(f: &Gguf<B>, arch: &str, k: &str) -> Result<Option<f32>> {
+    Ok(f.get_f64(&format!("{arch}.{k}"))?.map(|v| v as f32))
+}
+
+impl Hparams {
+    /// Reads and checks the hyperparameters (users-and-security.md §2.2 item 35).
+    pub fn from_gguf<B: AsRef<[u8]>>(f: &Gguf<B>) -> Result<Hparams> {
+        let arch_name = f
+            .get_str("general.architecture")?
+            .ok_or_else(|| RunError::MissingKey {
+                key: "general.architecture".into(),
+            })?
+            .to_owned();
+        let arch = match arch_name.as_str() {
+            "llama" => Arch::Llama,
+            "qwen2" => Arch::Qwen2,
+            "phi3" => Arch::Phi3,
+            "gemma" => Arch::Gemma,
+            other => return Err(RunError::Architecture(other.to_owned())),
+        };
+        let a = arch_name.as_str();
+        let bad = |k: &str, problem: String| RunError::BadKey {
+            key: format!("{a}.{k}"),
+            problem,
+        };
+        let n_embd = need(f, a, "embedding_length")?;
+        let n_layer = need(f, a, "block_count")?;
+        let n_head = need(f, a, "attention.head_count")?;
+        let n_head_kv = match key(f, a, "attention.head_count_kv")? {
+            Some(v) => v as usize,
+            None => n_head,
+        };
+        let n_ff = need(f, a, "feed_forward_length")?;
+        let n_ctx_train = need(f, a, "context_length")?;
+        if n_embd == 0 || n_embd > 1 << 17 {
+            return Err(bad(
+                "embedding_length",
+                format!("{n_embd} is not a usable width"),
+            ));
+        }
+        if n_layer == 0 || n_layer > 4096 {
+            return Err(bad(
+                "block_count",
+                format!("{n_layer} layers is not plausible"),
+            ));
+        }
+        if n_head == 0 || n_head > 4096 {
+            return Err(bad(
+                "attention.head_count",
+                format!("{n_head} heads is not plausible"),
+            ));
+        }
+        if n_head_kv == 0 || n_head % n_head_kv != 0 {
+            return Err(bad(
+                "attention.head_count_kv",
+                format!("{n_head_kv} must be at least 1 and divide the {n_head} query heads"),
+            ));
+        }
+        if n_ff == 0 || n_ff > 1 << 20 {
+            return Err(bad(
+                "feed_forward_length",
+                format!("{n_ff} is not plausible"),
+            ));
+        }
+        if n_ctx_train == 0 {
+            return Err(bad("context_length", "0".into()));
+        }
+        let head_dim = match key(f, a, "attention.key_length")? {
+            Some(v) => v as usize,
+            None => {
+                if n_embd % n_head != 0 {
+                    return Err(bad(
+                        "embedding_length",
+                        format!("{n_embd} is not a multiple of the {n_head} heads"),
+                    ));
+                }
+                n_embd / n_head
+            }
+        };
+        let head_dim_v = key(f, a, "attention.value_length")?.map_or(head_dim, |v| v as usize);
+        if head_dim == 0 || head_dim > 4096 || head_dim_v != head_dim {
+            return Err(bad(
+                "attention.key_length",
+                format!("head sizes {head_dim}/{head_dim_v} are not supported"),
+            ));
+        }
+        let n_rot = key(f, a, "rope.dimension_count")?.map_or(head_dim, |v| v as usize);
+        if n_rot > head_dim || n_rot % 2 != 0 {
+            return Err(bad(
+                "rope.dimension_count",
+                format!("{n_rot} must be even and at most the head size {head_dim}"),
+            ));
+        }
+        let rms_eps = float(f, a, "attention.layer_norm_rms_epsilon")?.ok_or_else(|| {
+            RunError::MissingKey {
+                key: format!("{a}.attention.layer_norm_rms_epsilon"),
+            }
+        })?;
+        let rope_base = float(f, a, "rope.freq_base")?.unwrap_or(10000.0);
+        let mut rope_freq_scale = 1.0;
+        match f.get_str(&format!("{a}.rope.scaling.type"))? {
+            None | Some("none") => {}
+            Some("linear") => {
+                let factor = float(f, a, "rope.scaling.factor")?.unwrap_or(1.0);
+                if factor.is_nan() || factor <= 0.0 {
+                    return Err(bad("rope.scaling.factor", format!("{factor}")));
+                }
+                rope_freq_scale = 1.0 / factor;
+            }
+            Some(other) => {
+                return Err(bad(
+                    "rope.scaling.type",
+                    format!("'{other}' RoPE scaling is not supported by the runner yet"),
+                ));
+            }
+        }
+        let rope_attn_factor = float(f, a, "rope.scaling.attn_factor")?.unwrap_or(1.0);
+        let n_ctx_orig =
+            key(f, a, "rope.scaling.original_context_length")?.map_or(n_ctx_train, |v| v as usize);
+        let n_vocab = f
+            .tensor("token_embd.weight")
+            .and_then(|t| t.dims.get(1).copied())
+            .ok_or_else(|| RunError::Tensor {
+                name: "token_embd.weight".into(),
+                problem: "missing or not 2-D".into(),
+            })? as usize;
+        Ok(Hparams {
+            arch,
+            arch_name,
+            n_vocab,
+            n_embd,
+            n_layer,
+            n_head,
+            n_head_kv,
+            head_dim,
+            head_dim_v,
+            n_ff,
+            n_ctx_train,
+            rms_eps,
+            rope_base,
+            n_rot,
+            rope_freq_scale,
+            rope_attn_factor,
+            n_ctx_orig,
+        })
+    }
+
+    fn neox(&self) -> bool {
+        self.arch != Arch::Llama
+    }
+}
+
+/// One layer's weights.
+#[derive(Debug)]
+struct Layer<'a> {
+    attn_norm: Vec<f32>,
+    /// Separate q, k, v; or Phi-3's fused qkv as `q` with `k`/`v` None.
+    wq: Matrix<'a>,
+    wk: Option<Matrix<'a>>,
+    wv: Option<Matrix<'a>>,
+    bq: Option<Vec<f32>>,
+    bk: Option<Vec<f32>>,
+    bv: Option<Vec<f32>>,
+    wo: Matrix<'a>,
+    ffn_norm: Vec<f32>,
+    /// None for Phi-3, whose `up` holds gate and up.
+    gate: Option<Matrix<'a>>,
+    up: Matrix<'a>,
+    down: Matrix<'a>,
+}
+
+/// A model ready to run: hyperparameters and weights borrowed from the mapped file.
+#[derive(Debug)]
+pub struct Model<'a> {
+    /// Hyperparameters.
+    pub hp: Hparams,
+    embd: Matrix<'a>,
+    output: Matrix<'a>,
+    output_norm: Vec<f32>,
+    rope_freqs: Option<Vec<f32>>,
+    rope_long: Option<Vec<f32>>,
+    rope_short: Option<Vec<f32>>,
+    layers: Vec<Layer<'a>>,
+}
+
+struct Loader<'a, B: AsRef<[u8]>> {
+    f: &'a Gguf<B>,
+    nf4: Vec<String>,
+}
+
+impl<'a, B: AsRef<[u8]>> Loader<'a, B> {
+    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix<'a>> {
+        let t = self.f.tensor(name).ok_or_else(|| RunError::Tensor {
+            name: name.into(),
+            problem: "missing".into(),
+        })?;
+        let t_name: &'a str = &t.name;
+        let data = self.f.tensor_data(t).ok_or_else(|| RunError::Tensor {
+            name: name.into(),
+            problem: "data outside the file".into(),
+        })?;
+        let bad_shape = |what: String| RunError::Tensor {
+            name: name.into(),
+            problem: what,
+        };
+        if self.nf4.iter().any(|n| n == name) {
+            let am_name = format!("{name}.absmax");
+            let am = self.f.tensor(&am_name).ok_or_else(|| RunError::Tensor {
+                name: am_name.clone(),
+                problem: "missing (NF4 needs its block scales)".into(),
+            })?;
+            let absmax = self.f.tensor_data(am).unwrap_or(&[]);
+            if t.dims[..] != [cols as u64 / 2, rows as u64] {
+                return Err(bad_shape(format!(
+                    "NF4 shape {:?}, expected [{}, {rows}]",
+                    t.dims,
+                    cols / 2
+                )));
+            }
+            return Matrix::new(t_name, Storage::Nf4 { absmax }, rows, cols, data);
+        }
+        if t.dims[..] != [cols as u64, rows as u64] {
+            return Err(bad_shape(format!(
+                "shape {:?}, expected [{cols}, {rows}]",
+                t.dims
+            )));
+        }
+        Matrix::new(t_name, Storage::Ggml(t.ty), rows, cols, data)
+    }
+
+    fn vector(&self, name: &str, n: usize) -> Result<Vec<f32>> {
+        let t = self.f.tensor(name).ok_or_else(|| RunError::Tensor {
+            name: name.into(),
+            problem: "missing".into(),
+        })?;
+        if t.dims.iter().product::<u64>() != n as u64 {
+            return Err(RunError::Tensor {
+                name: name.into(),
+                problem: format!("{:?} elements, expected {n}", t.dims),
+            });
+        }
+        let data = self.f.tensor_data(t).unwrap_or(&[]);
+        let mut out = vec![0f32; n];
+        ggufy_quant::dequantize_row(t.ty, data, &mut out).map_err(|e| RunError::Tensor {
+            name: name.into(),
+            problem: e.to_string(),
+        })?;
+        Ok(out)
+    }
+
+    fn optional_vector(&self, name: &str, n: usize) -> Result<Option<Vec<f32>>> {
+        if self.f.tensor(name).is_some() {
+            self.vector(name, n).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+impl<'a> Model<'a> {
+    /// Loads a model from a parsed GGUF file; the weights stay in the file's bytes.
+    pub fn load<B: AsRef<[u8]>>(f: &'a Gguf<B>) -> Result<Model<'a>> {
+        let hp = Hparams::from_gguf(f)?;
+        let nf4 = match f.get_array("ggufy.nf4.tensors")? {
+            Some(a) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            None => Vec::new(),
+        };
+        let l = Loader { f, nf4 };
+        let (e, hd, nh, nkv) = (hp.n_embd, hp.head_dim, hp.n_head, hp.n_head_kv);
+        let embd = l.matrix("token_embd.weight", hp.n_vocab, e)?;
+        let output = if f.tensor("output.weight").is_some() {
+            l.matrix("output.weight", hp.n_vocab, e)?
+        } else {
+            embd
+        };
+        let output_norm = l.vector("output_norm.weight", e)?;
+        let rope_freqs = l.optional_vector("rope_freqs.weight", hp.n_rot / 2)?;
+        let rope_long = l.optional_vector("rope_factors_long.weight", hp.n_rot / 2)?;
+        let rope_short = l.optional_vector("rope_factors_short.weight", hp.n_rot / 2)?;
+        let mut layers = Vec::with_capacity(hp.n_layer);
+        for i in 0..hp.n_layer {
+            let n = |s: &str| format!("blk.{i}.{s}");
+            let fused = hp.arch == Arch::Phi3;
+            let (wq, wk, wv) = if fused {
+                (
+                    l.matrix(&n("attn_qkv.weight"), (nh + 2 * nkv) * hd, e)?,
+                    None,
+                    None,
+                )
+            } else {
+                (
+                    l.matrix(&n("attn_q.weight"), nh * hd, e)?,
+                    Some(l.matrix(&n("attn_k.weight"), nkv * hd, e)?),
+                    Some(l.matrix(&n("attn_v.weight"), nkv * hd, e)?),
+                )
+            };
+            let (gate, up) = if fused {
+                (None, l.matrix(&n("ffn_up.weight"), 2 * hp.n_ff, e)?)
+            } else {
+                (
+                    Some(l.matrix(&n("ffn_gate.weight"), hp.n_ff, e)?),
+                    l.matrix(&n("ffn_up.weight"), hp.n_ff, e)?,
+                )
+            };
+            layers.push(Layer {
+                attn_norm: l.vector(&n("attn_norm.weight"), e)?,
+                wq,
+                wk,
+                wv,
+                bq: l.optional_vector(&n("attn_q.bias"), nh * hd)?,
+                bk: l.optional_vector(&n("attn_k.bias"), nkv * hd)?,
+                bv: l.optional_vector(&n("attn_v.bias"), nkv * hd)?,
+                wo: l.matrix(&n("attn_output.weight"), e, nh * hd)?,
+                ffn_norm: l.vector(&n("ffn_norm.weight"), e)?,
+                gate,
+                up,
+                down: l.matrix(&n("ffn_down.weight"), e, hp.n_ff)?,
+            });
+        }
+        Ok(Model {
+            hp,
+            embd,
+            output,
+            output_norm,
+            rope_freqs,
+            rope_long,
+            rope_short,
+            layers,
+        })
+    }
+
+    /// The storage type of the output matrix (for reports).
+    pub fn output_type(&self) -> Storage<'a> {
+        self.output.storage
+    }
+
+    /// Bytes of weights one decode step reads.
+    pub fn weight_bytes(&self) -> usize {
+        let mut n = self.output.data.len();
+        for l in &self.layers {
+            n += l.wq.data.len() + l.wo.data.len() + l.up.data.len() + l.down.data.len();
+            n += l.wk.map_or(0, |m| m.data.len()) + l.wv.map_or(0, |m| m.data.len());
+            n += l.gate.map_or(0, |m| m.data.len());
+        }
+        n
+    }
+}
+
+/// llama.cpp's RMSNorm: the sum of squares in f64, the scale in f32, then the weight.
+fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let sum: f64 = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+    let mean = (sum / x.len() as f64) as f32;
+    let scale = 1.0 / (mean + eps).sqrt();
+    for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
+        *o = v * scale * g;
+    }
+}
+
+/// ggml's tanh GELU through its f16 table (`GGML_GELU_FP16`).
+fn gelu_f16_table(x: f32) -> f32 {
+    if x <= -10.0 {
+        return 0.0;
+    }
+    if x >= 10.0 {
+        return x;
+    }
+    let h = round_f16(x);
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    let g = 0.5 * h * (1.0 + (SQRT_2_OVER_PI * h * (1.0 + 0.044715 * h * h)).tanh());
+    round_f16(g)
+}
+
+fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// A running sequence: the KV cache and the position.
+#[derive(Debug)]
+pub struct Session<'m, 'a> {
+    model: &'m Model<'a>,
+    n_ctx: usize,
+    pos: usize,
+    /// Per layer: `n_ctx × n_head_kv × head_dim` values, rounded to f16 as llama.cpp stores them.
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    /// The residual stream, reused across steps.
+    x: Vec<f32>,
+}
+
+impl<'m, 'a> Session<'m, 'a> {
+    /// A new sequence with room for `n_ctx` tokens (at most the training context).
+    pub fn new(model: &'m Model<'a>, n_ctx: usize) -> Session<'m, 'a> {
+        let hp = &model.hp;
+        let n_ctx = n_ctx.clamp(1, hp.n_ctx_train);
+        let kv = n_ctx * hp.n_head_kv * hp.head_dim;
+        Session {
+            model,
+            n_ctx,
+            pos: 0,
+            k: vec![vec![0.0; kv]; hp.n_layer],
+            v: vec![vec![0.0; kv]; hp.n_layer],
+            x: vec![0.0; hp.n_embd],
+        }
+    }
+
+    /// Tokens evaluated so far.
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// The context size.
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    /// Forgets everything evaluated.
+    pub fn reset(&mut self) {
+        self.pos = 0;
+    }
+
+    /// Rotates one head's vector in place (llama.cpp's `rope_ext` with its angle recurrence).
+    fn rope(&self, v: &mut [f32], pos: usize) {
+        let hp = &self.model.hp;
+        let n_rot = hp.n_rot;
+        let theta_scale = hp.rope_base.powf(-2.0 / n_rot as f32);
+        let factors = match (&self.model.rope_long, &self.model.rope_short) {
+            (Some(long), Some(short)) => Some(if self.n_ctx > hp.n_ctx_orig {
+                long
+            } else {
+                short
+            }),
+            _ => self.model.rope_freqs.as_ref(),
+        };
+        let mscale = hp.rope_attn_factor;
+        let mut theta = pos as f32;
+        for i in 0..n_rot / 2 {
+            let ff = factors.map_or(1.0, |f| f[i]);
+            let angle = hp.rope_freq_scale * (theta / ff);
+            let (s, c) = angle.sin_cos();
+            let (c, s) = (c * mscale, s * mscale);
+            let (a, b) = if hp.neox() {
+                (i, i + n_rot / 2)
+            } else {
+                (2 * i, 2 * i + 1)
+            };
+            let (x0, x1) = (v[a], v[b]);
+            v[a] = x0 * c - x1 * s;
+            v[b] = x0 * s + x1 * c;
+            theta *= theta_scale;
+        }
+    }
+
+    /// Evaluates `tokens` at the next positions; returns the logits after the last one.
+    pub fn eval(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let mut logits = Vec::new();
+        for &t in tokens {
+            logits = self.step(t)?;
+        }
+        Ok(logits)
+    }
+
+    fn step(&mut self, token: u32) -> Result<Vec<f32>> {
+        let m = self.model;
+        let hp = &m.hp;
+        if token as usize >= hp.n_vocab {
+            return Err(RunError::Token {
+                id: token,
+                n_vocab: hp.n_vocab,
+            });
+        }
+        if self.pos >= self.n_ctx {
+            return Err(RunError::ContextFull(self.n_ctx));
+        }
+        let (e, hd, nh, nkv) = (hp.n_embd, hp.head_dim, hp.n_head, hp.n_head_kv);
+        let pos = self.pos;
+        let mut x = std::mem::take(&mut self.x);
+        m.embd.row_f32(token as usize, &mut x);
+        if hp.arch == Arch::Gemma {
+            let s = (e as f32).sqrt();
+            x.iter_mut().for_each(|v| *v *= s);
+        }
+        let mut h = vec![0f32; e];
+        let mut q = vec![0f32; nh * hd];
+        let mut k = vec![0f32; nkv * hd];
+        let mut v = vec![0f32; nkv * hd];
+        let mut qkv = vec![0f32; (nh + 2 * nkv) * hd];
+        let mut att = vec![0f32; nh * hd];
+        let mut o = vec![0f32; e];
+        let mut g = vec![0f32; hp.n_ff];
+        let mut u = vec![
+            0f32;
+            if hp.arch == Arch::Phi3 {
+                2 * hp.n_ff
+            } else {
+                hp.n_ff
+            }
+        ];
+        let mut scores = vec![0f32; pos + 1];
+        // Phi-3 and Gemma scale q before the product; llama.cpp's other graphs scale the scores.
+        let q_scale = 1.0 / (hd as f32).sqrt();
+        for (li, layer) in m.layers.iter().enumerate() {
+            rms_norm(&x, &layer.attn_norm, hp.rms_eps, &mut h);
+            match (layer.wk, layer.wv) {
+                (Some(wk), Some(wv)) => {
+                    layer.wq.matvec(&h, &mut q);
+                    wk.matvec(&h, &mut k);
+                    wv.matvec(&h, &mut v);
+                }
+                _ => {
+                    layer.wq.matvec(&h, &mut qkv);
+                    q.copy_from_slice(&qkv[..nh * hd]);
+                    k.copy_from_slice(&qkv[nh * hd..(nh + nkv) * hd]);
+                    v.copy_from_slice(&qkv[(nh + nkv) * hd..]);
+                }
+            }
+            for (dst, b) in [
+                (&mut q, &layer.bq),
+                (&mut k, &layer.bk),
+                (&mut v, &layer.bv),
+            ] {
+                if let Some(b) = b {
+                    dst.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+                }
+            }
+            for head in q.chunks_exact_mut(hd) {
+                self.rope(head, pos);
+            }
+            for head in k.chunks_exact_mut(hd) {
+                self.rope(head, pos);
+            }
+            let prescale = matches!(hp.arch, Arch::Phi3 | Arch::Gemma);
+            if prescale {
+                q.iter_mut().for_each(|a| *a *= q_scale);
+            }
+            // The cache holds f16 values, as llama.cpp's default KV cache does.
+            let row = nkv * hd;
+            let kc = &mut self.k[li];
+            let vc = &mut self.v[li];
+            for (d, s) in kc[pos * row..(pos + 1) * row].iter_mut().zip(&k) {
+                *d = round_f16(*s);
+            }
+            for (d, s) in vc[pos * row..(pos + 1) * row].iter_mut().zip(&v) {
+                *d = round_f16(*s);
+            }
+            let group = nh / nkv;
+            let kq_scale = if prescale { 1.0 } else { q_scale };
+            for hq in 0..nh {
+                let kvh = hq / group;
+                // ggml's F16 K·Q product converts q to f16.
+                let qh: Vec<f32> = q[hq * hd..(hq + 1) * hd]
+                    .iter()
+                    .map(|&a| round_f16(a))
+                    .collect();
+                let mut max = f32::NEG_INFINITY;
+                for (t, s) in scores.iter_mut().enumerate() {
+                    let kt = &kc[t * row + kvh * hd..t * row + (kvh + 1) * hd];
+                    let mut acc = 0f32;
+                    for (a, b) in qh.iter().zip(kt) {
+                        acc += a * b;
+                    }
+                    *s = acc * kq_scale;
+                    max = max.max(*s);
+                }
+                let mut sum = 0f64;
+                for s in scores.iter_mut() {
+                    *s = (*s - max).exp();
+                    sum += f64::from(*s);
+                }
+                let inv = (1.0 / sum) as f32;
+                let out = &mut att[hq * hd..(hq + 1) * hd];
+                out.iter_mut().for_each(|a| *a = 0.0);
+                for (t, &p) in scores.iter().enumerate() {
+                    // The probabilities meet the f16 V cache as f16 too.
+                    let p = round_f16(p * inv);
+                    let vt = &vc[t * row + kvh * hd..t * row + (kvh + 1) * hd];
+                    for (a, b) in out.iter_mut().zip(vt) {
+                        *a += p * b;
+                    }
+                }
+            }
+            layer.wo.matvec(&att, &mut o);
+            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+
+            rms_norm(&x, &layer.ffn_norm, hp.rms_eps, &mut h);
+            let (gv, uv): (&[f32], &[f32]) = match layer.gate {
+                Some(gate) => {
+                    gate.matvec(&h, &mut g);
+                    layer.up.matvec(&h, &mut u);
+                    (&g, &u)
+                }
+                // Phi-3: one product gives the gate, then the up projection.
+                None => {
+                    layer.up.matvec(&h, &mut u);
+                    u.split_at(hp.n_ff)
+                }
+            };
+            let act: Vec<f32> = if hp.arch == Arch::Gemma {
+                gv.iter()
+                    .zip(uv)
+                    .map(|(&a, &b)| gelu_f16_table(a) * b)
+                    .collect()
+            } else {
+                gv.iter().zip(uv).map(|(&a, &b)| silu(a) * b).collect()
+            };
+            layer.down.matvec(&act, &mut o);
+            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+        }
+        rms_norm(&x, &m.output_norm, hp.rms_eps, &mut h);
+        let mut logits = vec![0f32; hp.n_vocab];
+        m.output.matvec(&h, &mut logits);
+        self.x = x;
+        self.pos += 1;
+        Ok(logits)
+    }
+}
+
+/// Type of a weight, for reports.
+pub fn storage_name(s: Storage<'_>) -> String {
+    match s {
+        Storage::Ggml(t) => t.name().to_owned(),
+        Storage::Nf4 { .. } => "NF4".into(),
+    }
+}

@@ -1,0 +1,250 @@
+//! Weight matrices read in place from the mapped file, in their stored format, and the
+//! matrix-vector product with the activation quantized the way ggml pairs it with each format.
+
+use ggufy_gguf::GgmlType;
+use ggufy_quant::dot::{ActQ8_0, ActQ8_1, ActQ8_K, ActivationFormat, BlockFormat};
+use ggufy_quant::dot::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ6_K, BlockQ8_0};
+use ggufy_quant::fp::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
+use ggufy_quant::{dequantize_row, nf4::dequantize_nf4};
+use rayon::prelude::*;
+
+use crate::error::{Result, RunError};
+
+/// Rows below this many multiply-adds in all stay on one thread (the fork costs more).
+const PARALLEL_MIN_WORK: usize = 1 << 16;
+
+/// How a matrix's rows are stored.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Storage<'a> {
+    /// A ggml type.
+    Ggml(GgmlType),
+    /// ggufy's NF4: packed 4-bit codes here, one f32 absmax per 64 weights in `absmax`.
+    Nf4 {
+        /// `<name>.absmax` bytes (little-endian f32, `cols / 64` per row).
+        absmax: &'a [u8],
+    },
+}
+
+/// A 2-D weight (`rows` outputs × `cols` inputs) as stored in the file.
+#[derive(Clone, Copy, Debug)]
+pub struct Matrix<'a> {
+    /// Tensor name, for errors.
+    pub name: &'a str,
+    /// Storage format.
+    pub storage: Storage<'a>,
+    /// Output size (ggml ne1).
+    pub rows: usize,
+    /// Input size (ggml ne0).
+    pub cols: usize,
+    /// The row-major bytes.
+    pub data: &'a [u8],
+}
+
+/// The activation vector converted once per product to the format the weight's dot wants.
+pub(crate) enum Activation {
+    F32(Vec<f32>),
+    /// Values rounded through f16 (ggml's F16 matmul converts the activation to F16).
+    F16(Vec<f32>),
+    /// Values rounded through bf16.
+    Bf16(Vec<f32>),
+    Q8_0(Vec<u8>),
+    Q8_1(Vec<u8>),
+    Q8K(Vec<u8>),
+}
+
+fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    // Eight independent sums: vectorizes, and the order is fixed (deterministic at any thread
+    // count).
+    let mut acc = [0f32; 8];
+    let (ac, ar) = a.split_at(a.len() / 8 * 8);
+    let (bc, br) = b.split_at(ac.len());
+    for (x, y) in ac.chunks_exact(8).zip(bc.chunks_exact(8)) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (x, y) in ar.iter().zip(br) {
+        s += x * y;
+    }
+    s
+}
+
+impl<'a> Matrix<'a> {
+    /// Checks that `data` holds exactly `rows` rows of `cols` in `storage`.
+    pub fn new(
+        name: &'a str,
+        storage: Storage<'a>,
+        rows: usize,
+        cols: usize,
+        data: &'a [u8],
+    ) -> Result<Matrix<'a>> {
+        let bad = |problem: String| RunError::Tensor {
+            name: name.to_owned(),
+            problem,
+        };
+        let row_bytes = match storage {
+            Storage::Ggml(ty) => {
+                if !cols.is_multiple_of(ty.block_size() as usize) {
+                    return Err(bad(format!(
+                        "{cols} columns are not whole {ty} blocks of {}",
+                        ty.block_size()
+                    )));
+                }
+                if !ggufy_quant::can_dequantize(ty) {
+                    return Err(bad(format!("type {ty} cannot be computed with yet")));
+                }
+                cols / ty.block_size() as usize * ty.type_size() as usize
+            }
+            Storage::Nf4 { absmax } => {
+                if !cols.is_multiple_of(64) {
+                    return Err(bad(format!(
+                        "{cols} columns are not whole NF4 blocks of 64"
+                    )));
+                }
+                if absmax.len() != rows * cols / 64 * 4 {
+                    return Err(bad("its .absmax tensor does not match".into()));
+                }
+                cols / 2
+            }
+        };
+        if data.len() != rows * row_bytes {
+            return Err(bad(format!(
+                "{} bytes, expected {rows} rows of {row_bytes}",
+                data.len()
+            )));
+        }
+        Ok(Matrix {
+            name,
+            storage,
+            rows,
+            cols,
+            data,
+        })
+    }
+
+    fn row_bytes(&self) -> usize {
+        self.data.len() / self.rows.max(1)
+    }
+
+    /// Row `r` decoded to f32 (an embedding lookup).
+    pub fn row_f32(&self, r: usize, out: &mut [f32]) {
+        let rb = self.row_bytes();
+        let bytes = &self.data[r * rb..(r + 1) * rb];
+        match self.storage {
+            Storage::Ggml(ty) => {
+                // Checked in `new`: whole blocks of a type we decode.
+                let _ = dequantize_row(ty, bytes, out);
+            }
+            Storage::Nf4 { absmax } => {
+                let am = nf4_absmax(absmax, r, self.cols);
+                dequantize_nf4(bytes, &am, out);
+            }
+        }
+    }
+
+    pub(crate) fn prepare(&self, x: &[f32]) -> Activation {
+        let quant = |act: fn(&[f32], &mut [u8]) -> Result<(), ggufy_quant::QuantError>,
+                     ty: GgmlType| {
+            let mut out = vec![0u8; x.len() / ty.block_size() as usize * ty.type_size() as usize];
+            let _ = act(x, &mut out);
+            out
+        };
+        match self.storage {
+            Storage::Ggml(GgmlType::F16) => {
+                Activation::F16(x.iter().map(|&v| f16_to_f32(f32_to_f16(v))).collect())
+            }
+            Storage::Ggml(GgmlType::BF16) => {
+                Activation::Bf16(x.iter().map(|&v| bf16_to_f32(f32_to_bf16(v))).collect())
+            }
+            Storage::Ggml(GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0) => {
+                Activation::Q8_0(quant(ActQ8_0::quantize_row, GgmlType::Q8_0))
+            }
+            Storage::Ggml(GgmlType::Q4_1 | GgmlType::Q5_1) => {
+                Activation::Q8_1(quant(ActQ8_1::quantize_row, GgmlType::Q8_1))
+            }
+            Storage::Ggml(GgmlType::Q6_K) => {
+                Activation::Q8K(quant(ActQ8_K::quantize_row, GgmlType::Q8_K))
+            }
+            _ => Activation::F32(x.to_vec()),
+        }
+    }
+
+    fn row_dot(&self, r: usize, act: &Activation, scratch: &mut Vec<f32>) -> f32 {
+        let rb = self.row_bytes();
+        let w = &self.data[r * rb..(r + 1) * rb];
+        match (self.storage, act) {
+            (Storage::Ggml(GgmlType::F16), Activation::F16(x)) => {
+                scratch.clear();
+                scratch.extend(
+                    w.chunks_exact(2)
+                        .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))),
+                );
+                dot_f32(scratch, x)
+            }
+            (Storage::Ggml(GgmlType::BF16), Activation::Bf16(x)) => {
+                scratch.clear();
+                scratch.extend(
+                    w.chunks_exact(2)
+                        .map(|b| bf16_to_f32(u16::from_le_bytes([b[0], b[1]]))),
+                );
+                dot_f32(scratch, x)
+            }
+            (Storage::Ggml(GgmlType::F32), Activation::F32(x)) => {
+                scratch.clear();
+                scratch.extend(
+                    w.chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                );
+                dot_f32(scratch, x)
+            }
+            (Storage::Ggml(GgmlType::Q8_0), Activation::Q8_0(a)) => BlockQ8_0::vec_dot_blocks(w, a),
+            (Storage::Ggml(GgmlType::Q4_0), Activation::Q8_0(a)) => BlockQ4_0::vec_dot_blocks(w, a),
+            (Storage::Ggml(GgmlType::Q5_0), Activation::Q8_0(a)) => BlockQ5_0::vec_dot_blocks(w, a),
+            (Storage::Ggml(GgmlType::Q4_1), Activation::Q8_1(a)) => BlockQ4_1::vec_dot_blocks(w, a),
+            (Storage::Ggml(GgmlType::Q5_1), Activation::Q8_1(a)) => BlockQ5_1::vec_dot_blocks(w, a),
+            (Storage::Ggml(GgmlType::Q6_K), Activation::Q8K(a)) => BlockQ6_K::vec_dot_blocks(w, a),
+            (_, Activation::F32(x)) => {
+                scratch.resize(self.cols, 0.0);
+                self.row_f32(r, scratch);
+                dot_f32(scratch, x)
+            }
+            // `prepare` picks the activation from the storage, so no other pairing occurs.
+            _ => 0.0,
+        }
+    }
+
+    /// `out = W · x` (`out.len() == rows`, `x.len() == cols`), rows split across threads;
+    /// the result does not depend on the thread count.
+    pub fn matvec(&self, x: &[f32], out: &mut [f32]) {
+        let act = self.prepare(x);
+        if self.rows * self.cols < PARALLEL_MIN_WORK {
+            let mut scratch = Vec::new();
+            for (r, o) in out.iter_mut().enumerate() {
+                *o = self.row_dot(r, &act, &mut scratch);
+            }
+            return;
+        }
+        out.par_chunks_mut(64)
+            .enumerate()
+            .for_each_init(Vec::new, |scratch, (c, chunk)| {
+                for (i, o) in chunk.iter_mut().enumerate() {
+                    *o = self.row_dot(c * 64 + i, &act, scratch);
+                }
+            });
+    }
+}
+
+/// One row's NF4 block scales.
+fn nf4_absmax(absmax: &[u8], r: usize, cols: usize) -> Vec<f32> {
+    let per_row = cols / 64;
+    absmax[r * per_row * 4..(r + 1) * per_row * 4]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// The ggml F16 and BF16 helpers, re-exported for the model's KV cache.
+pub(crate) fn round_f16(x: f32) -> f32 {
+    f16_to_f32(f32_to_f16(x))
+}
