@@ -938,3 +938,159 @@ fn run_refuses_what_it_cannot_run() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
+
+/// F16 (converted), Q8_0 (converted) and Q4_0 (quantized from the F16) files of a fixture
+/// checkpoint, as fixtures/make_run_goldens.py makes them for llama.cpp.
+fn fixture_models(dir: &Path, ckpt: &str, vocab_pre: Option<&str>) -> [(String, PathBuf); 3] {
+    let src = fixtures().join("hf").join(ckpt);
+    let path = |t: &str| dir.join(format!("{ckpt}.{t}.gguf"));
+    for t in ["f16", "q8_0"] {
+        let out = path(t);
+        let mut a = vec![
+            "convert",
+            src.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--outtype",
+            t,
+            "--quiet",
+            "--force",
+        ];
+        if let Some(p) = vocab_pre {
+            a.extend(["--vocab-pre", p]);
+        }
+        assert!(ggufy(&a).status.success(), "{ckpt} {t}");
+    }
+    let q = ggufy(&[
+        "quantize",
+        path("f16").to_str().unwrap(),
+        path("q4_0").to_str().unwrap(),
+        "q4_0",
+        "--force",
+        "--quiet",
+    ]);
+    assert!(q.status.success(), "{ckpt} q4_0");
+    ["f16", "q8_0", "q4_0"].map(|t| (t.to_string(), path(t)))
+}
+
+#[test]
+fn perplexity_and_kl_divergence_match_llama_perplexity() {
+    // fixtures/golden/run/perplexity.json: llama-perplexity -c 64 -b 64 --chunks 8 on
+    // fixtures/text/held-out.txt, and its KL divergence of the Q8_0 and Q4_0 files from the F16.
+    let golden: Json = serde_json::from_slice(
+        &std::fs::read(fixtures().join("golden/run/perplexity.json")).unwrap(),
+    )
+    .unwrap();
+    let text = fixtures().join("text/held-out.txt");
+    let dir = tempfile::tempdir().unwrap();
+    let mut problems = Vec::new();
+    let mut models = std::collections::HashMap::new();
+    for c in golden.as_array().unwrap() {
+        let ckpt = c["checkpoint"].as_str().unwrap();
+        let ty = c["type"].as_str().unwrap();
+        let files = models
+            .entry(ckpt.to_string())
+            .or_insert_with(|| fixture_models(dir.path(), ckpt, c["vocab_pre"].as_str()));
+        let file = &files.iter().find(|(t, _)| t == ty).unwrap().1;
+        let base = &files[0].1;
+        let mut args = vec![
+            "perplexity",
+            file.to_str().unwrap(),
+            "-f",
+            text.to_str().unwrap(),
+            "--ctx",
+            "64",
+            "--chunks",
+            "8",
+            "--json",
+        ];
+        if ty != "f16" {
+            args.extend(["--base", base.to_str().unwrap()]);
+        }
+        let o = ggufy(&args);
+        assert!(
+            o.status.success(),
+            "{ckpt} {ty}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let j: Json = serde_json::from_slice(&o.stdout).unwrap();
+        let rel = |a: f64, b: f64| (a - b).abs() / b.abs();
+        let (got, want) = (j["ppl"].as_f64().unwrap(), c["ppl"].as_f64().unwrap());
+        // The issue asks for 1%; the arithmetic follows llama.cpp's closely enough for 0.1%.
+        if rel(got, want) > 1e-3 {
+            problems.push(format!("{ckpt} {ty}: PPL {got} vs llama.cpp {want}"));
+        }
+        if ty != "f16" {
+            let (kl, want_kl) = (
+                j["mean_kl"].as_f64().unwrap(),
+                c["mean_kl"].as_f64().unwrap(),
+            );
+            // llama.cpp prints six decimals and stores log-probabilities as 16-bit steps.
+            if (kl - want_kl).abs() > (0.05 * want_kl).max(2e-6) {
+                problems.push(format!("{ckpt} {ty}: mean KL {kl} vs llama.cpp {want_kl}"));
+            }
+            let top = 100.0 * j["top1_agreement"].as_f64().unwrap();
+            let want_top = c["same_top_pct"].as_f64().unwrap();
+            if (top - want_top).abs() > 2.5 {
+                problems.push(format!(
+                    "{ckpt} {ty}: same top {top:.3}% vs llama.cpp {want_top}%"
+                ));
+            }
+            let base_ppl = j["base_ppl"].as_f64().unwrap();
+            if rel(base_ppl, c["base_ppl"].as_f64().unwrap()) > 1e-3 {
+                problems.push(format!("{ckpt} {ty}: base PPL {base_ppl}"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn perplexity_gate_fails_the_run_when_quality_drops() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = fixture_models(dir.path(), "tiny-llama", None);
+    let text = fixtures().join("text/held-out.txt");
+    let args = |max_kl: &'static str| {
+        vec![
+            "perplexity".to_string(),
+            files[2].1.to_str().unwrap().into(),
+            "-f".into(),
+            text.to_str().unwrap().into(),
+            "--ctx".into(),
+            "64".into(),
+            "--chunks".into(),
+            "2".into(),
+            "--base".into(),
+            files[0].1.to_str().unwrap().into(),
+            "--max-kl".into(),
+            max_kl.into(),
+        ]
+    };
+    let run = |a: Vec<String>| ggufy(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let pass = run(args("0.1"));
+    assert!(
+        pass.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pass.stderr)
+    );
+    let fail = run(args("0.00001"));
+    assert_eq!(fail.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&fail.stderr);
+    assert!(
+        err.contains("quality gate failed") && err.contains("--max-kl"),
+        "{err}"
+    );
+    // The report is still printed.
+    assert!(String::from_utf8_lossy(&fail.stdout).contains("Mean KLD"));
+    // Too little text for the context is an error, not a panic.
+    let short = ggufy(&[
+        "perplexity",
+        files[0].1.to_str().unwrap(),
+        "-f",
+        text.to_str().unwrap(),
+        "--ctx",
+        "4096",
+    ]);
+    assert_eq!(short.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least"));
+}

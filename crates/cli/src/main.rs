@@ -3,6 +3,7 @@
 
 mod convert;
 mod inspect;
+mod perplexity;
 mod quantize;
 mod report;
 mod run;
@@ -32,6 +33,8 @@ enum Command {
     Quantize(quantize::QuantizeArgs),
     /// Generate text from a prompt with a model (llama, qwen2, phi3, gemma architectures).
     Run(run::RunArgs),
+    /// Measure perplexity on a text, optionally against a base model (KL divergence, a CI gate).
+    Perplexity(perplexity::PerplexityArgs),
     /// Turn text into token ids with a model's vocabulary, exactly as llama.cpp does.
     Tokenize(tokenize::TokenizeArgs),
     /// Turn token ids back into text with a model's vocabulary.
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         Command::Convert(args) => convert::run(&args),
         Command::Quantize(args) => quantize::run(&args),
         Command::Run(args) => run::run(&args),
+        Command::Perplexity(args) => perplexity::run(&args),
         Command::Tokenize(args) => tokenize::run_tokenize(&args),
         Command::Detokenize(args) => tokenize::run_detokenize(&args),
     };

@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod model;
+pub mod perplexity;
 pub mod sampler;
 pub mod weights;
 

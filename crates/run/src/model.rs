@@ -536,7 +536,8 @@ impl<'m, 'a> Session<'m, 'a> {
         Ok(logits)
     }
 
-    fn step(&mut self, token: u32) -> Result<Vec<f32>> {
+    /// Evaluates one token at the next position; returns its logits.
+    pub fn step(&mut self, token: u32) -> Result<Vec<f32>> {
         let m = self.model;
         let hp = &m.hp;
         if token as usize >= hp.n_vocab {
