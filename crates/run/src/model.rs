@@ -495,6 +495,12 @@ impl<'m, 'a> Session<'m, 'a> {
         self.pos = 0;
     }
 
+    /// Keeps only the first `n` positions (later cache entries are overwritten as new tokens
+    /// come).
+    pub fn truncate(&mut self, n: usize) {
+        self.pos = self.pos.min(n);
+    }
+
     /// Rotates one head's vector in place (llama.cpp's `rope_ext` with its angle recurrence).
     fn rope(&self, v: &mut [f32], pos: usize) {
         let hp = &self.model.hp;
