@@ -168,6 +168,7 @@ fn idot(q: &[i32; 32], offset: i32, y: &[u8]) -> i32 {
 impl BlockFormat for BlockQ8_0 {
     const TYPE: GgmlType = GgmlType::Q8_0;
     type Activation = ActQ8_0;
+    #[inline]
     fn vec_dot_blocks(w: &[u8], a: &[u8]) -> f32 {
         let mut sum = 0.0f32;
         for (x, y) in w.chunks_exact(34).zip(a.chunks_exact(34)) {
@@ -181,6 +182,7 @@ impl BlockFormat for BlockQ8_0 {
 impl BlockFormat for BlockQ4_0 {
     const TYPE: GgmlType = GgmlType::Q4_0;
     type Activation = ActQ8_0;
+    #[inline]
     fn vec_dot_blocks(w: &[u8], a: &[u8]) -> f32 {
         let mut sum = 0.0f32;
         for (x, y) in w.chunks_exact(18).zip(a.chunks_exact(34)) {
@@ -194,6 +196,7 @@ impl BlockFormat for BlockQ4_0 {
 impl BlockFormat for BlockQ5_0 {
     const TYPE: GgmlType = GgmlType::Q5_0;
     type Activation = ActQ8_0;
+    #[inline]
     fn vec_dot_blocks(w: &[u8], a: &[u8]) -> f32 {
         let mut sum = 0.0f32;
         for (x, y) in w.chunks_exact(22).zip(a.chunks_exact(34)) {
@@ -208,6 +211,7 @@ impl BlockFormat for BlockQ5_0 {
 impl BlockFormat for BlockQ4_1 {
     const TYPE: GgmlType = GgmlType::Q4_1;
     type Activation = ActQ8_1;
+    #[inline]
     fn vec_dot_blocks(w: &[u8], a: &[u8]) -> f32 {
         let mut sum = 0.0f32;
         for (x, y) in w.chunks_exact(20).zip(a.chunks_exact(36)) {
@@ -221,6 +225,7 @@ impl BlockFormat for BlockQ4_1 {
 impl BlockFormat for BlockQ5_1 {
     const TYPE: GgmlType = GgmlType::Q5_1;
     type Activation = ActQ8_1;
+    #[inline]
     fn vec_dot_blocks(w: &[u8], a: &[u8]) -> f32 {
         let mut sum = 0.0f32;
         for (x, y) in w.chunks_exact(24).zip(a.chunks_exact(36)) {
@@ -235,6 +240,7 @@ impl BlockFormat for BlockQ5_1 {
 impl BlockFormat for BlockQ6_K {
     const TYPE: GgmlType = GgmlType::Q6_K;
     type Activation = ActQ8_K;
+    #[inline]
     fn vec_dot_blocks(w: &[u8], a: &[u8]) -> f32 {
         let mut sum = 0.0f32;
         for (x, y) in w.chunks_exact(210).zip(a.chunks_exact(292)) {
