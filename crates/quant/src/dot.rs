@@ -1,8 +1,14 @@
 //! The block-format trait and the dot products a CPU matmul needs: weights stay in their format,
 //! the activation row is quantized to the partner format ggml pairs with it (Q8_0 for Q4_0, Q5_0
 //! and Q8_0; Q8_1 for Q4_1 and Q5_1; Q8_K for the K-quants), and the dot runs on integers per
-//! block. These are scalar references in ggml's generic order; vector versions will be checked
-//! against them.
+//! block. These are the scalar references that define ggufy's results; the vector kernels in
+//! [`crate::matvec`] are tested bit-identical to them.
+//!
+//! The order of the float operations follows what llama.cpp runs on x86-64, so that greedy
+//! decoding agrees with it even at near-ties: activations are quantized as ggml-cpu's x86 code
+//! does; Q8_0 and Q4_0 sum each block exactly in integers and accumulate `isum · (dw·da)` block
+//! after block with one fused multiply-add (ggml's AMX/VNNI and repacked-Q4_0 kernels); F16 rows
+//! accumulate in ggml's 4 × 16 lanes and reduce as its AVX-512 `ggml_vec_dot_f16` does.
 
 use ggufy_gguf::GgmlType;
 
@@ -60,7 +66,12 @@ pub struct ActQ8_K;
 impl ActivationFormat for ActQ8_0 {
     const TYPE: GgmlType = GgmlType::Q8_0;
     fn quantize_row(x: &[f32], out: &mut [u8]) -> Result<(), QuantError> {
-        quantize_row(GgmlType::Q8_0, x, out, Rounding::Separate)
+        check(Self::TYPE, x.len(), out.len())?;
+        for (xb, ob) in x.chunks_exact(32).zip(out.chunks_exact_mut(34)) {
+            let (d, _) = quantize_activation_block(xb, &mut ob[2..]);
+            ob[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
+        }
+        Ok(())
     }
 }
 
@@ -69,22 +80,57 @@ impl ActivationFormat for ActQ8_1 {
     fn quantize_row(x: &[f32], out: &mut [u8]) -> Result<(), QuantError> {
         check(Self::TYPE, x.len(), out.len())?;
         for (xb, ob) in x.chunks_exact(32).zip(out.chunks_exact_mut(36)) {
-            let amax = xb
-                .iter()
-                .fold(0.0f32, |a, &v| if a > v.abs() { a } else { v.abs() });
-            let d = amax / 127.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            let mut sum = 0i32;
-            for (o, &v) in ob[4..].iter_mut().zip(xb) {
-                let q = crate::legacy::c_to_i8((v * id).round());
-                *o = q as u8;
-                sum += i32::from(q);
-            }
+            let (d, sum) = quantize_activation_block(xb, &mut ob[4..]);
             ob[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
             ob[2..4].copy_from_slice(&f32_to_f16(sum as f32 * d).to_le_bytes());
         }
         Ok(())
     }
+}
+
+/// One block of 32 activations to signed bytes the way ggml's CPU backend does it on x86-64
+/// (`quantize_row_q8_0`/`_q8_1` in ggml-cpu's x86 code, what llama.cpp actually runs): multiply
+/// by 127/amax and round half to even. The `_ref` functions divide by d = amax/127 and round half
+/// away from zero instead, which moves a few codes per row by one, enough to flip a near-tie in
+/// greedy decoding. Edge cases follow the vector code too: amax is found with `maxps`'s NaN rule
+/// in its lane order, and a product that is NaN or out of range (a subnormal amax makes 127/amax
+/// infinite) becomes -128. Returns d and the sum of the codes.
+#[inline]
+fn quantize_activation_block(xb: &[f32], qs: &mut [u8]) -> (f32, i32) {
+    // `maxps(a, b)`: a if a > b, else b (so b when either is NaN).
+    let maxps = |a: f32, b: f32| if a > b { a } else { b };
+    let mut m = [0f32; 8];
+    for (l, ml) in m.iter_mut().enumerate() {
+        let mut v = xb[l].abs();
+        for k in 1..4 {
+            v = maxps(v, xb[8 * k + l].abs());
+        }
+        *ml = v;
+    }
+    let h = [
+        maxps(m[4], m[0]),
+        maxps(m[5], m[1]),
+        maxps(m[6], m[2]),
+        maxps(m[7], m[3]),
+    ];
+    let q = [maxps(h[0], h[2]), maxps(h[1], h[3])];
+    let amax = maxps(q[0], q[1]);
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    let mut sum = 0i32;
+    for (o, &v) in qs.iter_mut().zip(xb) {
+        let r = (v * id).round_ties_even();
+        // cvtps2dq gives i32::MIN for NaN and out-of-range values; packs then saturate. Q8_1's
+        // sum is taken (wrapping) over the unsaturated integers, as ggml's is.
+        let wide = if r.is_nan() || !(-2147483648.0..2147483648.0).contains(&r) {
+            i32::MIN
+        } else {
+            r as i32
+        };
+        *o = wide.clamp(-128, 127) as i8 as u8;
+        sum = sum.wrapping_add(wide);
+    }
+    (d, sum)
 }
 
 impl ActivationFormat for ActQ8_K {
@@ -173,7 +219,7 @@ impl BlockFormat for BlockQ8_0 {
         let mut sum = 0.0f32;
         for (x, y) in w.chunks_exact(34).zip(a.chunks_exact(34)) {
             let sumi: i32 = i8s(&x[2..]).zip(i8s(&y[2..])).map(|(p, q)| p * q).sum();
-            sum += sumi as f32 * (half_at(x, 0) * half_at(y, 0));
+            sum = (sumi as f32).mul_add(half_at(x, 0) * half_at(y, 0), sum);
         }
         sum
     }
@@ -187,7 +233,7 @@ impl BlockFormat for BlockQ4_0 {
         let mut sum = 0.0f32;
         for (x, y) in w.chunks_exact(18).zip(a.chunks_exact(34)) {
             let sumi = idot(&codes(&x[2..18], None), 8, &y[2..]);
-            sum += sumi as f32 * (half_at(x, 0) * half_at(y, 0));
+            sum = (sumi as f32).mul_add(half_at(x, 0) * half_at(y, 0), sum);
         }
         sum
     }
@@ -271,4 +317,44 @@ impl BlockFormat for BlockQ6_K {
         }
         sum
     }
+}
+
+/// Dot product of an F16 weight row (little-endian halves) with activations that are already
+/// f16 values (rounded through f16, as ggml converts them), in ggml's `ggml_vec_dot_f16` order for
+/// AVX-512 builds: 4 accumulators of 16 lanes over steps of 64, reduced pairwise; a tail shorter
+/// than 64 is added in f64 after the reduction. Each product of two f16 values is exact in f32,
+/// so a fused and an unfused multiply-add give the same sums.
+pub fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
+    let n = x.len().min(w.len() / 2);
+    let whole = n / 64 * 64;
+    let mut acc = [0f32; 64];
+    for (wc, xc) in w[..2 * whole]
+        .chunks_exact(128)
+        .zip(x[..whole].chunks_exact(64))
+    {
+        for ((a, wb), &xv) in acc.iter_mut().zip(wc.chunks_exact(2)).zip(xc) {
+            *a += crate::fp::f16_to_f32(u16::from_le_bytes([wb[0], wb[1]])) * xv;
+        }
+    }
+    let mut sum = f64::from(reduce_f16_lanes(&acc));
+    for (wb, &xv) in w[2 * whole..2 * n].chunks_exact(2).zip(&x[whole..n]) {
+        sum += f64::from(crate::fp::f16_to_f32(u16::from_le_bytes([wb[0], wb[1]])) * xv);
+    }
+    sum as f32
+}
+
+/// ggml's reduction of its four 16-lane accumulators: `x0 += x2; x1 += x3; x0 += x1`, then the
+/// 16 lanes halved three times and the last two added (GCC's `_mm512_reduce_add_ps`).
+#[inline]
+pub fn reduce_f16_lanes(acc: &[f32; 64]) -> f32 {
+    let mut v = [0f32; 16];
+    for (l, o) in v.iter_mut().enumerate() {
+        *o = (acc[l] + acc[32 + l]) + (acc[16 + l] + acc[48 + l]);
+    }
+    let mut h = [0f32; 8];
+    for l in 0..8 {
+        h[l] = v[l] + v[l + 8];
+    }
+    let q = [h[0] + h[4], h[1] + h[5], h[2] + h[6], h[3] + h[7]];
+    (q[0] + q[2]) + (q[1] + q[3])
 }

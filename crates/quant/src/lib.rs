@@ -23,6 +23,7 @@ pub mod dot;
 pub mod fp;
 pub mod kquants;
 pub mod legacy;
+pub mod matvec;
 pub mod nf4;
 pub mod simd;
 

@@ -1,13 +1,13 @@
-//! The activation quantizers against ggml's C reference (`fixtures/quant/ggml/Q8_1.bin`,
-//! `Q8_K.bin`), and every dot product against an f64 dot of the same dequantized rows.
+//! The activation quantizers against ggml's CPU backend (`fixtures/quant/ggml/act_Q8_0.bin`,
+//! `act_Q8_1.bin`, `Q8_K.bin`), and every dot product against an f64 dot of the same dequantized rows.
 
 mod common;
 
 use common::{fixtures, rows};
 use ggufy_gguf::GgmlType;
 use ggufy_quant::dot::{
-    ActQ8_1, ActQ8_K, ActivationFormat, BlockFormat, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1,
-    BlockQ6_K, BlockQ8_0,
+    ActQ8_0, ActQ8_1, ActQ8_K, ActivationFormat, BlockFormat, BlockQ4_0, BlockQ4_1, BlockQ5_0,
+    BlockQ5_1, BlockQ6_K, BlockQ8_0,
 };
 use ggufy_quant::{Rounding, dequantize_row};
 use proptest::prelude::*;
@@ -32,7 +32,10 @@ fn activation_quantizers_match_ggml() {
         let first = got.iter().zip(&want).position(|(a, b)| a != b);
         assert_eq!(first, None, "{name} differs from ggml at byte {first:?}");
     };
-    check("Q8_1", ActQ8_1::quantize_row, GgmlType::Q8_1);
+    // Q8_0 and Q8_1 as ggml-cpu's x86 from_float makes them (what llama.cpp runs); Q8_K's
+    // from_float is the reference function.
+    check("act_Q8_0", ActQ8_0::quantize_row, GgmlType::Q8_0);
+    check("act_Q8_1", ActQ8_1::quantize_row, GgmlType::Q8_1);
     check("Q8_K", ActQ8_K::quantize_row, GgmlType::Q8_K);
 }
 

@@ -1,0 +1,564 @@
+//! Many weight rows against one activation row: the runner's inner loop. The vector kernels for
+//! the formats models ship in (Q4_0, Q8_0, F16) work on eight rows at a time and give exactly the
+//! scalar references' results ([`crate::dot`]); tests check them on random and edge rows.
+
+use ggufy_gguf::GgmlType;
+
+use crate::dot::{BlockFormat, BlockQ4_0, BlockQ6_K, BlockQ8_0, dot_f16};
+use crate::simd::Level;
+
+/// Which implementation runs a kernel. All give the same bits; the choice is speed only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// The scalar references of [`crate::dot`].
+    Scalar,
+    /// x86-64 AVX2 (with FMA and F16C).
+    Avx2,
+    /// x86-64 AVX-512 with VNNI (plus AVX2, FMA and F16C).
+    Avx512Vnni,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs within `level` (`Level::Scalar` forces the reference).
+    pub fn best(level: Level) -> Kernel {
+        match level {
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 if x86::has_avx512_vnni() => Kernel::Avx512Vnni,
+            Level::Avx2 => Kernel::Avx2,
+            _ => Kernel::Scalar,
+        }
+    }
+
+    /// Every kernel this CPU can run, for tests that compare them.
+    pub fn available() -> Vec<Kernel> {
+        let mut k = vec![Kernel::Scalar];
+        if crate::simd::level() == Level::Avx2 {
+            k.push(Kernel::Avx2);
+            if Kernel::best(Level::Avx2) == Kernel::Avx512Vnni {
+                k.push(Kernel::Avx512Vnni);
+            }
+        }
+        k
+    }
+}
+
+/// `out[i]` = row `i` of `w` (rows of `row_bytes`) · `act`, a Q8_0 activation row, for Q4_0 and
+/// Q8_0 weights. Returns false (and leaves `out` alone) for other types.
+pub fn q8_0_partner_rows(
+    ty: GgmlType,
+    w: &[u8],
+    row_bytes: usize,
+    act: &[u8],
+    out: &mut [f32],
+    kernel: Kernel,
+) -> bool {
+    if !matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0) || w.len() < out.len() * row_bytes {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if kernel != Kernel::Scalar {
+        // The gather's byte offsets are i32.
+        let wide =
+            kernel == Kernel::Avx512Vnni && row_bytes.checked_mul(8).is_some_and(|b| b < 1 << 31);
+        // SAFETY: `Kernel::Avx2`/`Avx512Vnni` are chosen (`Kernel::best`, `available`) only on
+        // CPUs with their features, which are the functions' target features; the lengths
+        // were checked above.
+        unsafe {
+            match (ty, wide) {
+                (GgmlType::Q4_0, true) => x86::rows_q4_0_vnni(w, row_bytes, act, out),
+                (GgmlType::Q4_0, false) => x86::rows_q8_0_partner::<true>(w, row_bytes, act, out),
+                (_, true) => x86::rows_q8_0_vnni(w, row_bytes, act, out),
+                (_, false) => x86::rows_q8_0_partner::<false>(w, row_bytes, act, out),
+            }
+        }
+        return true;
+    }
+    let _ = kernel;
+    for (o, r) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
+        *o = if ty == GgmlType::Q4_0 {
+            BlockQ4_0::vec_dot_blocks(r, act)
+        } else {
+            BlockQ8_0::vec_dot_blocks(r, act)
+        };
+    }
+    true
+}
+
+/// `out[i]` = Q6_K row `i` of `w` · `act`, a Q8_K activation row.
+pub fn q6_k_rows(w: &[u8], row_bytes: usize, act: &[u8], out: &mut [f32], kernel: Kernel) {
+    #[cfg(target_arch = "x86_64")]
+    if kernel != Kernel::Scalar {
+        for (o, r) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
+            // SAFETY: both vector kernels are chosen only on CPUs with AVX2, FMA and F16C.
+            *o = unsafe { x86::dot_q6_k(r, act) };
+        }
+        return;
+    }
+    let _ = kernel;
+    for (o, r) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
+        *o = BlockQ6_K::vec_dot_blocks(r, act);
+    }
+}
+
+/// `out[i]` = F16 row `i` of `w` · `x` ([`dot_f16`]'s order). `x` must hold f16 values (each
+/// exactly representable as f16), as the runner's converted activations do: the kernels then
+/// fuse the multiply-add with the same result.
+pub fn f16_rows(w: &[u8], x: &[f32], out: &mut [f32], kernel: Kernel) {
+    let row_bytes = 2 * x.len();
+    #[cfg(target_arch = "x86_64")]
+    if kernel != Kernel::Scalar {
+        for (o, r) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
+            // SAFETY: the vector kernels are chosen only on CPUs with their features.
+            *o = unsafe {
+                if kernel == Kernel::Avx512Vnni {
+                    x86::dot_f16_512(r, x)
+                } else {
+                    x86::dot_f16(r, x)
+                }
+            };
+        }
+        return;
+    }
+    let _ = kernel;
+    for (o, r) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
+        *o = dot_f16(r, x);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use crate::dot::{BlockFormat, BlockQ4_0, BlockQ8_0, reduce_f16_lanes};
+
+    /// AVX-512 with VNNI (and BW, VL) besides AVX2: the wide kernels' requirements.
+    pub fn has_avx512_vnni() -> bool {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *HAS.get_or_init(|| {
+            is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx512vnni")
+        })
+    }
+
+    /// The eight rows' f16 block scales at byte `off` of each row (rows at the byte offsets in
+    /// `rows` from `base`), as f32.
+    ///
+    /// # Safety
+    /// Each row must have at least 4 readable bytes from `off`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512vl,avx2,f16c")]
+    unsafe fn row_scales(base: *const u8, off: usize, rows: __m256i) -> __m256 {
+        // SAFETY: the caller guarantees 4 bytes at `off` in every row; the gather reads 4
+        // bytes per row and the low two are the scale.
+        let raw = unsafe { _mm256_i32gather_epi32::<1>(base.add(off).cast(), rows) };
+        _mm256_cvtph_ps(_mm256_cvtepi32_epi16(raw))
+    }
+
+    /// [`rows_q8_0_partner`] for Q4_0 with AVX-512 VNNI: four rows per register (one 16-byte
+    /// block each), `vpdpbusd` on the raw nibbles, the offset 8·Σy subtracted from the exact
+    /// block sums.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA, F16C and AVX-512 F/BW/VL/VNNI; `w` must hold `out.len()`
+    /// rows of `row_bytes`, and `8 · row_bytes < 2³¹`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub unsafe fn rows_q4_0_vnni(w: &[u8], row_bytes: usize, act: &[u8], out: &mut [f32]) {
+        let blocks = (row_bytes / 18).min(act.len() / 34);
+        let offsets: Vec<i32> = act
+            .chunks_exact(34)
+            .map(|y| 8 * y[2..].iter().map(|&q| i32::from(q as i8)).sum::<i32>())
+            .collect();
+        let rb = row_bytes as i32;
+        let rows = _mm256_setr_epi32(0, rb, 2 * rb, 3 * rb, 4 * rb, 5 * rb, 6 * rb, 7 * rb);
+        let m4 = _mm512_set1_epi8(0x0F);
+        // Row r's total sits at position r % 4 of lane... see `fold` below.
+        let pick = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0);
+        let groups = out.len() / 8;
+        for g in 0..groups {
+            // SAFETY: rows 8g..8g+8 are within `w` (g < out.len() / 8).
+            let base = unsafe { w.as_ptr().add(g * 8 * row_bytes) };
+            let mut acc = _mm256_setzero_ps();
+            // The next eight rows follow these contiguously; fetch them as these are consumed
+            // (the hardware prefetcher does poorly on eight short interleaved streams).
+            let next = base.wrapping_add(8 * row_bytes);
+            for (b, &offset) in offsets.iter().enumerate().take(blocks) {
+                let off = 18 * b;
+                for l in 0..3 {
+                    _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(144 * b + 64 * l).cast());
+                }
+                // SAFETY: block b of the activation (34 bytes) and of each of the eight rows
+                // (18 bytes) are in bounds: b < blocks.
+                unsafe {
+                    let y = act.as_ptr().add(34 * b);
+                    let ylo = _mm512_broadcast_i32x4(_mm_loadu_si128(y.add(2).cast()));
+                    let yhi = _mm512_broadcast_i32x4(_mm_loadu_si128(y.add(18).cast()));
+                    let load4 = |p: *const u8| {
+                        let q = |r: usize| _mm_loadu_si128(p.add(r * row_bytes + off + 2).cast());
+                        let v = _mm512_castsi128_si512(q(0));
+                        let v = _mm512_inserti32x4::<1>(v, q(1));
+                        let v = _mm512_inserti32x4::<2>(v, q(2));
+                        _mm512_inserti32x4::<3>(v, q(3))
+                    };
+                    let dot = |v: __m512i| {
+                        let lo = _mm512_and_si512(v, m4);
+                        let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
+                        let s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, ylo);
+                        _mm512_dpbusd_epi32(s, hi, yhi)
+                    };
+                    let sa = dot(load4(base));
+                    let sb = dot(load4(base.add(4 * row_bytes)));
+                    // Per 128-bit lane L: [a0+a2, b0+b2, a1+a3, b1+b3], then the halves added:
+                    // row L's total at position 0, row 4 + L's at position 1.
+                    let t = _mm512_add_epi32(
+                        _mm512_unpacklo_epi32(sa, sb),
+                        _mm512_unpackhi_epi32(sa, sb),
+                    );
+                    let t = _mm512_add_epi32(t, _mm512_shuffle_epi32::<0b01_00_11_10>(t));
+                    let isum = _mm512_castsi512_si256(_mm512_permutexvar_epi32(pick, t));
+                    let isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(offset));
+                    let dy = _mm256_set1_ps(crate::fp::half_at(&act[34 * b..], 0));
+                    let d = _mm256_mul_ps(row_scales(base, off, rows), dy);
+                    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc);
+                }
+            }
+            // SAFETY: `out` has at least 8g + 8 elements.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * g), acc) };
+        }
+        for (i, o) in out.iter_mut().enumerate().skip(groups * 8) {
+            *o = BlockQ4_0::vec_dot_blocks(&w[i * row_bytes..(i + 1) * row_bytes], act);
+        }
+    }
+
+    /// [`rows_q8_0_partner`] for Q8_0 with AVX-512 VNNI: two rows per register, the codes made
+    /// unsigned by adding 128 (a sign-bit flip) and 128·Σy subtracted from the exact sums.
+    ///
+    /// # Safety
+    /// As [`rows_q4_0_vnni`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub unsafe fn rows_q8_0_vnni(w: &[u8], row_bytes: usize, act: &[u8], out: &mut [f32]) {
+        let blocks = (row_bytes / 34).min(act.len() / 34);
+        let offsets: Vec<i32> = act
+            .chunks_exact(34)
+            .map(|y| 128 * y[2..].iter().map(|&q| i32::from(q as i8)).sum::<i32>())
+            .collect();
+        let rb = row_bytes as i32;
+        // The reduction below leaves the rows in the order 0, 2, 4, 6, 1, 3, 5, 7: gather the
+        // scales in that order and put the results back once per group.
+        let rows = _mm256_setr_epi32(0, 2 * rb, 4 * rb, 6 * rb, rb, 3 * rb, 5 * rb, 7 * rb);
+        let unshuffle = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        let flip = _mm512_set1_epi8(-128);
+        let groups = out.len() / 8;
+        for g in 0..groups {
+            // SAFETY: rows 8g..8g+8 are within `w`.
+            let base = unsafe { w.as_ptr().add(g * 8 * row_bytes) };
+            let mut acc = _mm256_setzero_ps();
+            // As in `rows_q4_0_vnni`: fetch the next eight rows while these are consumed.
+            let next = base.wrapping_add(8 * row_bytes);
+            for (b, &offset) in offsets.iter().enumerate().take(blocks) {
+                let off = 34 * b + 2;
+                for l in 0..5 {
+                    _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(272 * b + 64 * l).cast());
+                }
+                // SAFETY: block b of the activation and of each of the eight rows are in bounds.
+                unsafe {
+                    let y = act.as_ptr().add(34 * b);
+                    let yv = _mm512_broadcast_i64x4(_mm256_loadu_si256(y.add(2).cast()));
+                    let dot2 = |r: usize| {
+                        let p = base.add(r * row_bytes + off);
+                        let v = _mm512_castsi256_si512(_mm256_loadu_si256(p.cast()));
+                        let v =
+                            _mm512_inserti64x4::<1>(v, _mm256_loadu_si256(p.add(row_bytes).cast()));
+                        _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_xor_si512(v, flip), yv)
+                    };
+                    let (s0, s1, s2, s3) = (dot2(0), dot2(2), dot2(4), dot2(6));
+                    // Per 128-bit lane: [s0, s1, s2, s3] summed over the lane's four positions.
+                    let a = _mm512_add_epi32(
+                        _mm512_unpacklo_epi32(s0, s1),
+                        _mm512_unpackhi_epi32(s0, s1),
+                    );
+                    let c = _mm512_add_epi32(
+                        _mm512_unpacklo_epi32(s2, s3),
+                        _mm512_unpackhi_epi32(s2, s3),
+                    );
+                    let e =
+                        _mm512_add_epi32(_mm512_unpacklo_epi64(a, c), _mm512_unpackhi_epi64(a, c));
+                    // Lanes 0+1 hold rows 0, 2, 4, 6; lanes 2+3 rows 1, 3, 5, 7.
+                    let f = _mm512_add_epi32(e, _mm512_shuffle_i32x4::<0b10_11_00_01>(e, e));
+                    let isum = _mm256_set_m128i(
+                        _mm512_extracti32x4_epi32::<2>(f),
+                        _mm512_castsi512_si128(f),
+                    );
+                    let isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(offset));
+                    let dy = _mm256_set1_ps(crate::fp::half_at(&act[34 * b..], 0));
+                    let d = _mm256_mul_ps(row_scales(base, 34 * b, rows), dy);
+                    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc);
+                }
+            }
+            let acc = _mm256_permutevar8x32_ps(acc, unshuffle);
+            // SAFETY: `out` has at least 8g + 8 elements.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * g), acc) };
+        }
+        for (i, o) in out.iter_mut().enumerate().skip(groups * 8) {
+            *o = BlockQ8_0::vec_dot_blocks(&w[i * row_bytes..(i + 1) * row_bytes], act);
+        }
+    }
+
+    /// [`crate::dot::dot_f16`] with AVX-512: ggml's four 16-lane accumulators as they are, and
+    /// the same reduction.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F, FMA and F16C.
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    pub unsafe fn dot_f16_512(w: &[u8], x: &[f32]) -> f32 {
+        let n = x.len().min(w.len() / 2);
+        let whole = n / 64 * 64;
+        let mut acc = [_mm512_setzero_ps(); 4];
+        for i in (0..whole).step_by(64) {
+            for (k, a) in acc.iter_mut().enumerate() {
+                let j = i + 16 * k;
+                // SAFETY: j + 16 <= whole <= n.
+                let (wv, xv) = unsafe {
+                    (
+                        _mm512_cvtph_ps(_mm256_loadu_si256(w.as_ptr().add(2 * j).cast())),
+                        _mm512_loadu_ps(x.as_ptr().add(j)),
+                    )
+                };
+                *a = _mm512_fmadd_ps(wv, xv, *a);
+            }
+        }
+        let v = _mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3]));
+        let h = _mm256_add_ps(
+            _mm512_castps512_ps256(v),
+            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))),
+        );
+        let mut sum = f64::from(reduce8(h));
+        for (wb, &xv) in w[2 * whole..2 * n].chunks_exact(2).zip(&x[whole..n]) {
+            sum += f64::from(crate::fp::f16_to_f32(u16::from_le_bytes([wb[0], wb[1]])) * xv);
+        }
+        sum as f32
+    }
+
+    /// `(h0+h4 + h2+h6) + (h1+h5 + h3+h7)`: the tail of ggml's AVX-512 reduction.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn reduce8(h: __m256) -> f32 {
+        let q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
+        let q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+        _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)))
+    }
+
+    /// [`crate::dot::BlockQ6_K`]'s dot with AVX2: exact integer block sums (6-bit codes taken
+    /// unsigned, 32·Σ(scale·bsum) subtracted), then the reference's `sum += d · isum`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_q6_k(w: &[u8], a: &[u8]) -> f32 {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let m2 = _mm256_set1_epi8(3);
+        let mut sum = 0f32;
+        for (x, y) in w.chunks_exact(210).zip(a.chunks_exact(292)) {
+            let mut isum = _mm256_setzero_si256();
+            // SAFETY: `x` is one 210-byte block, `y` one 292-byte block; every load below
+            // stays within them.
+            unsafe {
+                let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.as_ptr().add(192).cast()));
+                let bsums = _mm256_loadu_si256(y.as_ptr().add(260).cast());
+                let comp = _mm256_madd_epi16(sc16, bsums);
+                for half in 0..2 {
+                    let ql = x.as_ptr().add(64 * half);
+                    let qa = _mm256_loadu_si256(ql.cast());
+                    let qb = _mm256_loadu_si256(ql.add(32).cast());
+                    let qh = _mm256_loadu_si256(x.as_ptr().add(128 + 32 * half).cast());
+                    let hi = |shift: i32| {
+                        let h = match shift {
+                            0 => qh,
+                            2 => _mm256_srli_epi16::<2>(qh),
+                            4 => _mm256_srli_epi16::<4>(qh),
+                            _ => _mm256_srli_epi16::<6>(qh),
+                        };
+                        _mm256_slli_epi16::<4>(_mm256_and_si256(h, m2))
+                    };
+                    let codes = [
+                        _mm256_or_si256(_mm256_and_si256(qa, m4), hi(0)),
+                        _mm256_or_si256(_mm256_and_si256(qb, m4), hi(2)),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(qa), m4), hi(4)),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(qb), m4), hi(6)),
+                    ];
+                    for (k, q) in codes.iter().enumerate() {
+                        // Elements 128·half + 32k.., scales 8·half + 2k and + 1.
+                        let e = 128 * half + 32 * k;
+                        let yv = _mm256_loadu_si256(y.as_ptr().add(4 + e).cast());
+                        let p = _mm256_maddubs_epi16(*q, yv);
+                        let s0 = i16::from(x[192 + 8 * half + 2 * k] as i8);
+                        let s1 = i16::from(x[192 + 8 * half + 2 * k + 1] as i8);
+                        let sc = _mm256_set_m128i(_mm_set1_epi16(s1), _mm_set1_epi16(s0));
+                        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, sc));
+                    }
+                }
+                isum = _mm256_sub_epi32(isum, _mm256_slli_epi32::<5>(comp));
+            }
+            let s = _mm_add_epi32(
+                _mm256_castsi256_si128(isum),
+                _mm256_extracti128_si256::<1>(isum),
+            );
+            let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+            let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+            let d = crate::fp::half_at(x, 208) * f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+            sum += d * _mm_cvtsi128_si32(s) as f32;
+        }
+        sum
+    }
+
+    /// Eight vectors of eight partial sums to one vector of eight totals (integers: exact).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn totals(p: &[__m256i; 8]) -> __m256i {
+        let h01 = _mm256_hadd_epi32(p[0], p[1]);
+        let h23 = _mm256_hadd_epi32(p[2], p[3]);
+        let h45 = _mm256_hadd_epi32(p[4], p[5]);
+        let h67 = _mm256_hadd_epi32(p[6], p[7]);
+        let h0123 = _mm256_hadd_epi32(h01, h23);
+        let h4567 = _mm256_hadd_epi32(h45, h67);
+        let lo = _mm256_permute2x128_si256::<0x20>(h0123, h4567);
+        let hi = _mm256_permute2x128_si256::<0x31>(h0123, h4567);
+        _mm256_add_epi32(lo, hi)
+    }
+
+    /// Rows of Q4_0 (`Q4`) or Q8_0 weights against a Q8_0 activation, eight rows at a time:
+    /// each block's integer sum is exact, then `acc = fma(isum, dw·da, acc)` per row, block by
+    /// block, as the scalar reference does.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C; `w` must hold `out.len()` rows of `row_bytes`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn rows_q8_0_partner<const Q4: bool>(
+        w: &[u8],
+        row_bytes: usize,
+        act: &[u8],
+        out: &mut [f32],
+    ) {
+        let wb = if Q4 { 18 } else { 34 };
+        let blocks = (row_bytes / wb).min(act.len() / 34);
+        let ones = _mm256_set1_epi16(1);
+        let low4 = _mm256_set1_epi8(0x0F);
+        let groups = out.len() / 8;
+        // 8·Σy per activation block, the Q4_0 offset's share.
+        let offsets: Vec<i32> = if Q4 {
+            act.chunks_exact(34)
+                .map(|y| 8 * y[2..].iter().map(|&q| i32::from(q as i8)).sum::<i32>())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let saturating: Vec<bool> = act
+            .chunks_exact(34)
+            .map(|y| !Q4 && y[2..].contains(&0x80))
+            .collect();
+        for g in 0..groups {
+            let base = g * 8 * row_bytes;
+            let mut acc = _mm256_setzero_ps();
+            for b in 0..blocks {
+                let y = &act[34 * b..34 * b + 34];
+                // SAFETY: `y` holds 34 bytes, 32 of them codes from offset 2.
+                let qy = unsafe { _mm256_loadu_si256(y.as_ptr().add(2).cast()) };
+                let dy = crate::fp::half_at(y, 0);
+                let mut p = [_mm256_setzero_si256(); 8];
+                let mut dw = [0u16; 8];
+                // Q4_0 codes are nibbles minus 8: dot the raw nibbles (unsigned, as maddubs
+                // wants) and subtract 8·Σy once for all eight rows.
+                for (r, pr) in p.iter_mut().enumerate() {
+                    let x = &w[base + r * row_bytes + wb * b..base + r * row_bytes + wb * (b + 1)];
+                    dw[r] = u16::from_le_bytes([x[0], x[1]]);
+                    *pr = if Q4 {
+                        // SAFETY: `x` holds 18 bytes, 16 of them packed codes from offset 2.
+                        let raw = unsafe { _mm_loadu_si128(x.as_ptr().add(2).cast()) };
+                        let both = _mm256_set_m128i(_mm_srli_epi16::<4>(raw), raw);
+                        let nib = _mm256_and_si256(both, low4);
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(nib, qy), ones)
+                    } else {
+                        // SAFETY: `x` holds 34 bytes, 32 of them codes from offset 2.
+                        let qx = unsafe { _mm256_loadu_si256(x.as_ptr().add(2).cast()) };
+                        // |x|·sign(y, x): unsigned times signed, exact because activation codes
+                        // stay within ±127.
+                        let ax = _mm256_sign_epi8(qx, qx);
+                        let sy = _mm256_sign_epi8(qy, qx);
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones)
+                    };
+                }
+                let mut isum = totals(&p);
+                if Q4 {
+                    isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(offsets[b]));
+                } else if saturating[b] {
+                    // An activation code of -128 (from a NaN or an all-subnormal block) breaks
+                    // the sign trick: sum these eight rows exactly instead.
+                    let mut exact = [0i32; 8];
+                    for (r, e) in exact.iter_mut().enumerate() {
+                        let x = &w[base + r * row_bytes + wb * b + 2
+                            ..base + r * row_bytes + wb * (b + 1)];
+                        *e = x
+                            .iter()
+                            .zip(&y[2..])
+                            .map(|(&p, &q)| i32::from(p as i8) * i32::from(q as i8))
+                            .sum();
+                    }
+                    // SAFETY: `exact` is 32 bytes.
+                    isum = unsafe { _mm256_loadu_si256(exact.as_ptr().cast()) };
+                }
+                // SAFETY: `dw` is 16 bytes.
+                let dwv = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(dw.as_ptr().cast()) });
+                let d = _mm256_mul_ps(dwv, _mm256_set1_ps(dy));
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc);
+            }
+            // SAFETY: `out` has at least 8g + 8 elements (g < out.len() / 8).
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * g), acc) };
+        }
+        for (i, o) in out.iter_mut().enumerate().skip(groups * 8) {
+            let r = &w[i * row_bytes..(i + 1) * row_bytes];
+            // Compiled here with FMA, so `mul_add` is one instruction.
+            *o = if Q4 {
+                BlockQ4_0::vec_dot_blocks(r, act)
+            } else {
+                BlockQ8_0::vec_dot_blocks(r, act)
+            };
+        }
+    }
+
+    /// [`crate::dot::dot_f16`] with F16C: the same 64 lanes (the products are exact, so the
+    /// fused multiply-add rounds as the reference's separate ones do).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
+        let n = x.len().min(w.len() / 2);
+        let whole = n / 64 * 64;
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for i in (0..whole).step_by(64) {
+            for (k, a) in acc.iter_mut().enumerate() {
+                let j = i + 8 * k;
+                // SAFETY: j + 8 <= whole <= n: 16 bytes of `w` from 2j and 8 floats of `x`
+                // from j are in bounds.
+                let (wv, xv) = unsafe {
+                    (
+                        _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr().add(2 * j).cast())),
+                        _mm256_loadu_ps(x.as_ptr().add(j)),
+                    )
+                };
+                *a = _mm256_fmadd_ps(wv, xv, *a);
+            }
+        }
+        let mut lanes = [0f32; 64];
+        for (k, a) in acc.iter().enumerate() {
+            // SAFETY: lanes 8k..8k+8 are in bounds (k < 8).
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr().add(8 * k), *a) };
+        }
+        let mut sum = f64::from(reduce_f16_lanes(&lanes));
+        for (wb, &xv) in w[2 * whole..2 * n].chunks_exact(2).zip(&x[whole..n]) {
+            sum += f64::from(crate::fp::f16_to_f32(u16::from_le_bytes([wb[0], wb[1]])) * xv);
+        }
+        sum as f32
+    }
+}

@@ -1,0 +1,224 @@
+//! The vector mat-vec kernels against the scalar references, bit for bit: Q4_0 and Q8_0 weights
+//! against a Q8_0 activation (eight-row groups and the leftover rows), and F16 rows, on random
+//! rows mixed with edge values (zeros, ties, huge and subnormal scales, infinities).
+
+use ggufy_gguf::GgmlType;
+use ggufy_quant::dot::{ActQ8_0, ActivationFormat, dot_f16};
+use ggufy_quant::dot::{ActQ8_K, BlockFormat, BlockQ6_K};
+use ggufy_quant::matvec::{Kernel, f16_rows, q6_k_rows, q8_0_partner_rows};
+use ggufy_quant::{Rounding, quantize_row};
+use proptest::prelude::*;
+
+fn finite_edge_value() -> impl Strategy<Value = f32> {
+    prop_oneof![
+        12 => -4.0f32..4.0,
+        1 => Just(0.0f32),
+        1 => Just(-0.0f32),
+        1 => (-20i32..20).prop_map(|i| i as f32 * 0.5),
+        1 => prop_oneof![Just(65504.0f32), Just(-65504.0), Just(1e30), Just(-3e38)],
+        1 => (1u32..0x0080_0000).prop_map(f32::from_bits),
+        1 => -1e-38f32..1e-38,
+    ]
+}
+
+/// Mostly finite values; one draw in 200 is infinite, so that a 256-element block is often
+/// all finite (an infinity makes the whole block's result NaN and hides everything else).
+fn edge_value() -> impl Strategy<Value = f32> {
+    prop_oneof![
+        199 => finite_edge_value(),
+        1 => prop_oneof![Just(f32::INFINITY), Just(f32::NEG_INFINITY)],
+    ]
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// `rows` weight rows and one activation of `blocks` blocks of 32.
+fn case() -> impl Strategy<Value = (usize, Vec<f32>, Vec<f32>)> {
+    (1usize..20, 1usize..6).prop_flat_map(|(rows, blocks)| {
+        (
+            Just(rows),
+            prop::collection::vec(edge_value(), rows * blocks * 32),
+            prop::collection::vec(edge_value(), blocks * 32),
+        )
+    })
+}
+
+fn check_quantized(ty: GgmlType, rows: usize, w: &[f32], x: &[f32]) -> Result<(), TestCaseError> {
+    let cols = x.len();
+    let row_bytes = ty.row_bytes(cols as u64).unwrap() as usize;
+    let mut wq = vec![0u8; rows * row_bytes];
+    for (src, dst) in w.chunks_exact(cols).zip(wq.chunks_exact_mut(row_bytes)) {
+        quantize_row(ty, src, dst, Rounding::Separate).unwrap();
+    }
+    let mut act = vec![0u8; cols / 32 * 34];
+    ActQ8_0::quantize_row(x, &mut act).unwrap();
+    let mut plain = vec![0f32; rows];
+    prop_assert!(q8_0_partner_rows(
+        ty,
+        &wq,
+        row_bytes,
+        &act,
+        &mut plain,
+        Kernel::Scalar
+    ));
+    for k in Kernel::available() {
+        let mut fast = vec![0f32; rows];
+        prop_assert!(q8_0_partner_rows(ty, &wq, row_bytes, &act, &mut fast, k));
+        prop_assert_eq!(bits(&fast), bits(&plain), "{} {:?}", ty, k);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn q4_0_and_q8_0_kernels_equal_the_reference((rows, w, x) in case()) {
+        check_quantized(GgmlType::Q4_0, rows, &w, &x)?;
+        check_quantized(GgmlType::Q8_0, rows, &w, &x)?;
+    }
+
+    #[test]
+    fn q8_0_kernel_takes_any_weight_byte(
+        (rows, blocks) in (1usize..12, 1usize..4),
+        seed in any::<u64>(),
+        x in prop::collection::vec(edge_value(), 96),
+        nan_at in prop::option::of(0usize..96),
+        tiny in any::<bool>(),
+    ) {
+        // Hand-made blocks with every code, -128 included, and arbitrary (even inf/NaN-free
+        // extreme) f16 scales: a file need not come from ggml's quantizer.
+        let mut state = seed | 1;
+        let mut next = || { state ^= state << 13; state ^= state >> 7; state ^= state << 17; state };
+        let cols = blocks * 32;
+        let row_bytes = blocks * 34;
+        let mut wq = vec![0u8; rows * row_bytes];
+        for blk in wq.chunks_exact_mut(34) {
+            for b in blk.iter_mut() { *b = next() as u8; }
+            let d = half::f16::from_f32((next() % 2000) as f32 / 100.0 - 10.0);
+            blk[..2].copy_from_slice(&d.to_le_bytes());
+        }
+        // Activation codes of -128 too: from a NaN, or from a block of subnormals.
+        let mut x = x;
+        if let Some(i) = nan_at {
+            x[i] = f32::NAN;
+        }
+        if tiny {
+            x[..32].iter_mut().for_each(|v| *v = v.signum() * 1e-41);
+        }
+        let mut act = vec![0u8; blocks * 34];
+        ActQ8_0::quantize_row(&x[..cols], &mut act).unwrap();
+        let mut plain = vec![0f32; rows];
+        q8_0_partner_rows(GgmlType::Q8_0, &wq, row_bytes, &act, &mut plain, Kernel::Scalar);
+        for k in Kernel::available() {
+            let mut fast = vec![0f32; rows];
+            q8_0_partner_rows(GgmlType::Q8_0, &wq, row_bytes, &act, &mut fast, k);
+            prop_assert_eq!(bits(&fast), bits(&plain), "{:?}", k);
+        }
+    }
+
+    #[test]
+    fn f16_kernel_equals_the_reference(
+        (rows, cols) in (1usize..10, 1usize..300),
+        w in prop::collection::vec(edge_value(), 3000),
+        x in prop::collection::vec(edge_value(), 300),
+    ) {
+        let wh: Vec<u8> = w[..rows * cols]
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect();
+        // The activations are f16 values, as the runner makes them.
+        let x: Vec<f32> = x[..cols].iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+        let mut plain = vec![0f32; rows];
+        f16_rows(&wh, &x, &mut plain, Kernel::Scalar);
+        for k in Kernel::available() {
+            let mut fast = vec![0f32; rows];
+            f16_rows(&wh, &x, &mut fast, k);
+            prop_assert_eq!(bits(&fast), bits(&plain), "{:?}", k);
+        }
+        for (r, got) in plain.iter().enumerate() {
+            prop_assert_eq!(got.to_bits(), dot_f16(&wh[2 * r * cols..2 * (r + 1) * cols], &x).to_bits());
+        }
+    }
+
+    #[test]
+    fn q6_k_kernel_equals_the_reference(
+        (rows, blocks) in (1usize..5, 1usize..4),
+        w in prop::collection::vec(edge_value(), 4 * 3 * 256),
+        x in prop::collection::vec(edge_value(), 3 * 256),
+    ) {
+        let cols = blocks * 256;
+        let row_bytes = blocks * 210;
+        let mut wq = vec![0u8; rows * row_bytes];
+        for (src, dst) in w.chunks_exact(cols).zip(wq.chunks_exact_mut(row_bytes)) {
+            quantize_row(GgmlType::Q6_K, src, dst, Rounding::Separate).unwrap();
+        }
+        let mut act = vec![0u8; blocks * 292];
+        ActQ8_K::quantize_row(&x[..cols], &mut act).unwrap();
+        let mut plain = vec![0f32; rows];
+        q6_k_rows(&wq, row_bytes, &act, &mut plain, Kernel::Scalar);
+        for (r, got) in plain.iter().enumerate() {
+            let want = BlockQ6_K::vec_dot_blocks(&wq[r * row_bytes..(r + 1) * row_bytes], &act);
+            prop_assert_eq!(got.to_bits(), want.to_bits());
+        }
+        for k in Kernel::available() {
+            let mut fast = vec![0f32; rows];
+            q6_k_rows(&wq, row_bytes, &act, &mut fast, k);
+            prop_assert_eq!(bits(&fast), bits(&plain), "{:?}", k);
+        }
+    }
+}
+
+#[test]
+fn other_types_are_left_to_the_caller() {
+    let mut out = [0f32; 1];
+    assert!(!q8_0_partner_rows(
+        GgmlType::Q5_0,
+        &[0; 22],
+        22,
+        &[0; 34],
+        &mut out,
+        Kernel::Scalar
+    ));
+}
+
+#[test]
+fn activation_rounds_half_to_even_like_ggml_cpu() {
+    // amax 127 makes id exactly 1: 2.5 → 2, 3.5 → 4, -2.5 → -2 (the _ref quantizer gives 3, 4, -3).
+    let mut x = vec![0f32; 32];
+    x[0] = 127.0;
+    x[1] = 2.5;
+    x[2] = 3.5;
+    x[3] = -2.5;
+    x[4] = f32::NAN;
+    let mut q = [0u8; 34];
+    ActQ8_0::quantize_row(&x, &mut q).unwrap();
+    // NaN becomes -128, as cvtps2dq and packs make it.
+    assert_eq!(&q[2..7], &[127, 2, 4, (-2i8) as u8, 0x80]);
+}
+
+#[test]
+fn long_rows_agree() {
+    // On x86-64 CI this must exercise a vector kernel (unless forced off).
+    assert!(
+        Kernel::available().len() > 1
+            || !cfg!(target_arch = "x86_64")
+            || std::env::var_os("GGUFY_FORCE_SCALAR").is_some(),
+        "no vector kernel ran"
+    );
+    let (rows, cols) = (37, 4096);
+    let mut state = 7u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0
+    };
+    let w: Vec<f32> = (0..rows * cols).map(|_| next()).collect();
+    let x: Vec<f32> = (0..cols).map(|_| next()).collect();
+    for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+        check_quantized(ty, rows, &w, &x).unwrap();
+    }
+}
