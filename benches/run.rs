@@ -54,8 +54,16 @@ fn bench_model(c: &mut Criterion, label: &str, path: &Path) {
         })
     });
     g.finish();
-    // One plain measurement for the bandwidth ratio, printed for the notes.
+    // Plain measurements for the notes: a 64-token prefill (llama-bench's pp64), then decode
+    // and the bandwidth ratio.
+    let long: Vec<u32> = (0..64u32).map(|i| 1 + (i * 7) % 200).collect();
     let mut s = Session::new(&model, 128);
+    s.eval(&long[..8]).unwrap();
+    s.reset();
+    let t0 = Instant::now();
+    black_box(s.eval(&long).unwrap());
+    let prefill = 64.0 / t0.elapsed().as_secs_f64();
+    s.reset();
     s.eval(&prompt[..8]).unwrap();
     let t0 = Instant::now();
     let n = 16;
@@ -74,7 +82,8 @@ fn bench_model(c: &mut Criterion, label: &str, path: &Path) {
         memcpy = memcpy.min(t1.elapsed().as_secs_f64());
     }
     eprintln!(
-        "{label}: {:.1} decode tokens/s, {:.2} GB/s of weights = {:.3} of memcpy ({:.2} GB/s)",
+        "{label}: {prefill:.1} prefill tokens/s (64), {:.1} decode tokens/s, {:.2} GB/s of \
+         weights = {:.3} of memcpy ({:.2} GB/s)",
         1.0 / per_token,
         bytes as f64 / per_token / 1e9,
         memcpy / per_token,

@@ -3,6 +3,8 @@
 
 use ggufy_gguf::Gguf;
 
+use rayon::prelude::*;
+
 use crate::error::{Result, RunError};
 use crate::weights::{Matrix, Storage, round_f16};
 
@@ -460,8 +462,6 @@ pub struct Session<'m, 'a> {
     /// Per layer: `n_ctx × n_head_kv × head_dim` values, rounded to f16 as llama.cpp stores them.
     k: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
-    /// The residual stream, reused across steps.
-    x: Vec<f32>,
 }
 
 impl<'m, 'a> Session<'m, 'a> {
@@ -476,7 +476,6 @@ impl<'m, 'a> Session<'m, 'a> {
             pos: 0,
             k: vec![vec![0.0; kv]; hp.n_layer],
             v: vec![vec![0.0; kv]; hp.n_layer],
-            x: vec![0.0; hp.n_embd],
         }
     }
 
@@ -533,68 +532,95 @@ impl<'m, 'a> Session<'m, 'a> {
         }
     }
 
-    /// Evaluates `tokens` at the next positions; returns the logits after the last one.
+    /// Evaluates `tokens` at the next positions; returns the logits after the last one. Tokens
+    /// go through the layers in batches (each weight is read once per batch, not once per
+    /// token); the result is bit-identical to evaluating them one by one.
     pub fn eval(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         let mut logits = Vec::new();
-        for &t in tokens {
-            logits = self.step(t)?;
+        for batch in tokens.chunks(MAX_BATCH) {
+            logits = self.forward(batch, false)?;
+        }
+        Ok(logits)
+    }
+
+    /// Evaluates `tokens` at the next positions and returns the logits after every one of them
+    /// (`tokens.len() × n_vocab`, row by row), as perplexity needs.
+    pub fn eval_all(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let mut logits = Vec::with_capacity(tokens.len() * self.model.hp.n_vocab);
+        for batch in tokens.chunks(MAX_BATCH) {
+            logits.extend(self.forward(batch, true)?);
         }
         Ok(logits)
     }
 
     /// Evaluates one token at the next position; returns its logits.
     pub fn step(&mut self, token: u32) -> Result<Vec<f32>> {
+        self.forward(&[token], false)
+    }
+
+    /// One batch through the model; logits for every token (`all`) or the last.
+    fn forward(&mut self, tokens: &[u32], all: bool) -> Result<Vec<f32>> {
         let m = self.model;
         let hp = &m.hp;
-        if token as usize >= hp.n_vocab {
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= hp.n_vocab) {
             return Err(RunError::Token {
-                id: token,
+                id: bad,
                 n_vocab: hp.n_vocab,
             });
         }
-        if self.pos >= self.n_ctx {
+        if self.pos + tokens.len() > self.n_ctx {
             return Err(RunError::ContextFull(self.n_ctx));
         }
-        let (e, hd, nh, nkv) = (hp.n_embd, hp.head_dim, hp.n_head, hp.n_head_kv);
-        let pos = self.pos;
-        let mut x = std::mem::take(&mut self.x);
-        m.embd.row_f32(token as usize, &mut x);
-        if hp.arch == Arch::Gemma {
-            let s = (e as f32).sqrt();
-            x.iter_mut().for_each(|v| *v *= s);
+        let n = tokens.len();
+        if n == 0 {
+            return Ok(Vec::new());
         }
-        let mut h = vec![0f32; e];
-        let mut q = vec![0f32; nh * hd];
-        let mut k = vec![0f32; nkv * hd];
-        let mut v = vec![0f32; nkv * hd];
-        let mut qkv = vec![0f32; (nh + 2 * nkv) * hd];
-        let mut att = vec![0f32; nh * hd];
-        let mut o = vec![0f32; e];
-        let mut g = vec![0f32; hp.n_ff];
-        let mut u = vec![
-            0f32;
-            if hp.arch == Arch::Phi3 {
-                2 * hp.n_ff
-            } else {
-                hp.n_ff
+        let (e, hd, nh, nkv) = (hp.n_embd, hp.head_dim, hp.n_head, hp.n_head_kv);
+        let pos0 = self.pos;
+        let mut x = vec![0f32; n * e];
+        for (row, &t) in x.chunks_exact_mut(e).zip(tokens) {
+            m.embd.row_f32(t as usize, row);
+            if hp.arch == Arch::Gemma {
+                let s = (e as f32).sqrt();
+                row.iter_mut().for_each(|v| *v *= s);
             }
-        ];
-        let mut scores = vec![0f32; pos + 1];
+        }
+        let mut h = vec![0f32; n * e];
+        let mut q = vec![0f32; n * nh * hd];
+        let mut k = vec![0f32; n * nkv * hd];
+        let mut v = vec![0f32; n * nkv * hd];
+        let mut att = vec![0f32; n * nh * hd];
+        let mut o = vec![0f32; n * e];
+        let mut g = vec![0f32; n * hp.n_ff];
+        let up_rows = if hp.arch == Arch::Phi3 {
+            2 * hp.n_ff
+        } else {
+            hp.n_ff
+        };
+        let mut u = vec![0f32; n * up_rows];
+        let mut act = vec![0f32; n * hp.n_ff];
         // Phi-3 and Gemma scale q before the product; llama.cpp's other graphs scale the scores.
+        let prescale = matches!(hp.arch, Arch::Phi3 | Arch::Gemma);
         let q_scale = 1.0 / (hd as f32).sqrt();
+        let row = nkv * hd;
         for (li, layer) in m.layers.iter().enumerate() {
-            rms_norm(&x, &layer.attn_norm, hp.rms_eps, &mut h);
+            for (xr, hr) in x.chunks_exact(e).zip(h.chunks_exact_mut(e)) {
+                rms_norm(xr, &layer.attn_norm, hp.rms_eps, hr);
+            }
             match (layer.wk, layer.wv) {
                 (Some(wk), Some(wv)) => {
-                    layer.wq.matvec(&h, &mut q);
-                    wk.matvec(&h, &mut k);
-                    wv.matvec(&h, &mut v);
+                    layer.wq.matmul(&h, &mut q);
+                    wk.matmul(&h, &mut k);
+                    wv.matmul(&h, &mut v);
                 }
                 _ => {
-                    layer.wq.matvec(&h, &mut qkv);
-                    q.copy_from_slice(&qkv[..nh * hd]);
-                    k.copy_from_slice(&qkv[nh * hd..(nh + nkv) * hd]);
-                    v.copy_from_slice(&qkv[(nh + nkv) * hd..]);
+                    let mut qkv = vec![0f32; n * (nh + 2 * nkv) * hd];
+                    layer.wq.matmul(&h, &mut qkv);
+                    for (t, r) in qkv.chunks_exact((nh + 2 * nkv) * hd).enumerate() {
+                        q[t * nh * hd..(t + 1) * nh * hd].copy_from_slice(&r[..nh * hd]);
+                        k[t * row..(t + 1) * row].copy_from_slice(&r[nh * hd..(nh + nkv) * hd]);
+                        v[t * row..(t + 1) * row].copy_from_slice(&r[(nh + nkv) * hd..]);
+                    }
                 }
             }
             for (dst, b) in [
@@ -603,98 +629,136 @@ impl<'m, 'a> Session<'m, 'a> {
                 (&mut v, &layer.bv),
             ] {
                 if let Some(b) = b {
-                    dst.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+                    for r in dst.chunks_exact_mut(b.len()) {
+                        r.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+                    }
                 }
             }
-            for head in q.chunks_exact_mut(hd) {
-                self.rope(head, pos);
-            }
-            for head in k.chunks_exact_mut(hd) {
-                self.rope(head, pos);
-            }
-            let prescale = matches!(hp.arch, Arch::Phi3 | Arch::Gemma);
-            if prescale {
-                q.iter_mut().for_each(|a| *a *= q_scale);
+            for (t, (qr, kr)) in q
+                .chunks_exact_mut(nh * hd)
+                .zip(k.chunks_exact_mut(row))
+                .enumerate()
+            {
+                for head in qr.chunks_exact_mut(hd).chain(kr.chunks_exact_mut(hd)) {
+                    self.rope(head, pos0 + t);
+                }
+                if prescale {
+                    qr.iter_mut().for_each(|a| *a *= q_scale);
+                }
             }
             // The cache holds f16 values, as llama.cpp's default KV cache does.
-            let row = nkv * hd;
             let kc = &mut self.k[li];
             let vc = &mut self.v[li];
-            for (d, s) in kc[pos * row..(pos + 1) * row].iter_mut().zip(&k) {
+            for (d, s) in kc[pos0 * row..(pos0 + n) * row].iter_mut().zip(&k) {
                 *d = round_f16(*s);
             }
-            for (d, s) in vc[pos * row..(pos + 1) * row].iter_mut().zip(&v) {
+            for (d, s) in vc[pos0 * row..(pos0 + n) * row].iter_mut().zip(&v) {
                 *d = round_f16(*s);
             }
-            let group = nh / nkv;
             let kq_scale = if prescale { 1.0 } else { q_scale };
-            for hq in 0..nh {
-                let kvh = hq / group;
-                // ggml's F16 K·Q product converts q to f16.
-                let qh: Vec<f32> = q[hq * hd..(hq + 1) * hd]
-                    .iter()
-                    .map(|&a| round_f16(a))
-                    .collect();
-                let mut max = f32::NEG_INFINITY;
-                for (t, s) in scores.iter_mut().enumerate() {
-                    let kt = &kc[t * row + kvh * hd..t * row + (kvh + 1) * hd];
-                    let mut acc = 0f32;
-                    for (a, b) in qh.iter().zip(kt) {
-                        acc += a * b;
-                    }
-                    *s = acc * kq_scale;
-                    max = max.max(*s);
-                }
-                let mut sum = 0f64;
-                for s in scores.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += f64::from(*s);
-                }
-                let inv = (1.0 / sum) as f32;
-                let out = &mut att[hq * hd..(hq + 1) * hd];
-                out.iter_mut().for_each(|a| *a = 0.0);
-                for (t, &p) in scores.iter().enumerate() {
-                    // The probabilities meet the f16 V cache as f16 too.
-                    let p = round_f16(p * inv);
-                    let vt = &vc[t * row + kvh * hd..t * row + (kvh + 1) * hd];
-                    for (a, b) in out.iter_mut().zip(vt) {
-                        *a += p * b;
-                    }
-                }
-            }
-            layer.wo.matvec(&att, &mut o);
+            let (kc, vc) = (&self.k[li][..], &self.v[li][..]);
+            // One task per (token, head): each reads the cache up to its own position.
+            att.par_chunks_mut(hd)
+                .zip(q.par_chunks(hd))
+                .enumerate()
+                .with_min_len(4)
+                .for_each(|(i, (out, qh))| {
+                    let (t, hq) = (i / nh, i % nh);
+                    let kvh = hq / (nh / nkv);
+                    attend(qh, kc, vc, row, kvh * hd, pos0 + t + 1, kq_scale, out);
+                });
+            layer.wo.matmul(&att, &mut o);
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
 
-            rms_norm(&x, &layer.ffn_norm, hp.rms_eps, &mut h);
-            let (gv, uv): (&[f32], &[f32]) = match layer.gate {
+            for (xr, hr) in x.chunks_exact(e).zip(h.chunks_exact_mut(e)) {
+                rms_norm(xr, &layer.ffn_norm, hp.rms_eps, hr);
+            }
+            let f = hp.n_ff;
+            let gated = |a: f32| {
+                if hp.arch == Arch::Gemma {
+                    gelu_f16_table(a)
+                } else {
+                    silu(a)
+                }
+            };
+            match layer.gate {
                 Some(gate) => {
-                    gate.matvec(&h, &mut g);
-                    layer.up.matvec(&h, &mut u);
-                    (&g, &u)
+                    gate.matmul(&h, &mut g);
+                    layer.up.matmul(&h, &mut u);
+                    for ((a, &gv), &uv) in act.iter_mut().zip(&g).zip(&u) {
+                        *a = gated(gv) * uv;
+                    }
                 }
                 // Phi-3: one product gives the gate, then the up projection.
                 None => {
-                    layer.up.matvec(&h, &mut u);
-                    u.split_at(hp.n_ff)
+                    layer.up.matmul(&h, &mut u);
+                    for (ar, ur) in act.chunks_exact_mut(f).zip(u.chunks_exact(2 * f)) {
+                        let (gv, uv) = ur.split_at(f);
+                        for ((a, &gv), &uv) in ar.iter_mut().zip(gv).zip(uv) {
+                            *a = gated(gv) * uv;
+                        }
+                    }
                 }
-            };
-            let act: Vec<f32> = if hp.arch == Arch::Gemma {
-                gv.iter()
-                    .zip(uv)
-                    .map(|(&a, &b)| gelu_f16_table(a) * b)
-                    .collect()
-            } else {
-                gv.iter().zip(uv).map(|(&a, &b)| silu(a) * b).collect()
-            };
-            layer.down.matvec(&act, &mut o);
+            }
+            layer.down.matmul(&act, &mut o);
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
         }
-        rms_norm(&x, &m.output_norm, hp.rms_eps, &mut h);
-        let mut logits = vec![0f32; hp.n_vocab];
-        m.output.matvec(&h, &mut logits);
-        self.x = x;
-        self.pos += 1;
+        let first = if all { 0 } else { n - 1 };
+        let rows = n - first;
+        let mut hn = vec![0f32; rows * e];
+        for (xr, hr) in x[first * e..].chunks_exact(e).zip(hn.chunks_exact_mut(e)) {
+            rms_norm(xr, &m.output_norm, hp.rms_eps, hr);
+        }
+        let mut logits = vec![0f32; rows * hp.n_vocab];
+        m.output.matmul(&hn, &mut logits);
+        self.pos += n;
         Ok(logits)
+    }
+}
+
+/// The most tokens one forward pass takes; longer prompts go in several.
+const MAX_BATCH: usize = 64;
+
+/// One query head against the cached keys and values `0..len` (head offset `off` within each
+/// cache row of `row` values): softmax of the scaled scores, then the weighted sum of values,
+/// with q and the probabilities rounded to f16 where ggml's F16 cache products round them.
+#[allow(clippy::too_many_arguments)]
+fn attend(
+    q: &[f32],
+    kc: &[f32],
+    vc: &[f32],
+    row: usize,
+    off: usize,
+    len: usize,
+    kq_scale: f32,
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    let qh: Vec<f32> = q.iter().map(|&a| round_f16(a)).collect();
+    let mut scores = vec![0f32; len];
+    let mut max = f32::NEG_INFINITY;
+    for (t, s) in scores.iter_mut().enumerate() {
+        let kt = &kc[t * row + off..t * row + off + hd];
+        let mut acc = 0f32;
+        for (a, b) in qh.iter().zip(kt) {
+            acc += a * b;
+        }
+        *s = acc * kq_scale;
+        max = max.max(*s);
+    }
+    let mut sum = 0f64;
+    for s in scores.iter_mut() {
+        *s = (*s - max).exp();
+        sum += f64::from(*s);
+    }
+    let inv = (1.0 / sum) as f32;
+    out.iter_mut().for_each(|a| *a = 0.0);
+    for (t, &p) in scores.iter().enumerate() {
+        let p = round_f16(p * inv);
+        let vt = &vc[t * row + off..t * row + off + hd];
+        for (a, b) in out.iter_mut().zip(vt) {
+            *a += p * b;
+        }
     }
 }
 

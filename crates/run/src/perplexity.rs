@@ -94,6 +94,7 @@ pub fn perplexity(
         n_chunk = n_chunk.min(m);
     }
     let first = n_ctx / 2;
+    const BATCH: usize = 64;
     let mut report = PerplexityReport::default();
     let (mut nll, mut nll2, mut count) = (0f64, 0f64, 0usize);
     let mut kl = KlReport::default();
@@ -107,30 +108,40 @@ pub fn perplexity(
         if let Some(s) = base_session.as_mut() {
             s.reset();
         }
-        for (j, &t) in chunk[..n_ctx - 1].iter().enumerate() {
-            let t = if j == 0 { bos.unwrap_or(t) } else { t };
-            let logits = session.step(t)?;
-            let base_logits = match base_session.as_mut() {
-                Some(s) => Some(s.step(t)?),
+        let mut input = chunk[..n_ctx - 1].to_vec();
+        if let Some(b) = bos {
+            input[0] = b;
+        }
+        // Batch by batch, so that only one batch of logits is held (a 128k vocabulary makes
+        // a whole chunk's logits hundreds of MB).
+        let nv = model.hp.n_vocab;
+        let mut start = 0;
+        while start < input.len() {
+            let end = (start + BATCH).min(input.len());
+            let all = session.eval_all(&input[start..end])?;
+            let base_all = match base_session.as_mut() {
+                Some(s) => Some(s.eval_all(&input[start..end])?),
                 None => None,
             };
-            if j < first {
-                continue;
+            for j in start.max(first)..end {
+                let logits = &all[(j - start) * nv..(j - start + 1) * nv];
+                let next = chunk[j + 1] as usize;
+                let lp = log_softmax(logits);
+                let v = -lp[next];
+                nll += v;
+                nll2 += v * v;
+                count += 1;
+                if let Some(b) = &base_all {
+                    let bl = &b[(j - start) * nv..(j - start + 1) * nv];
+                    let blp = log_softmax(bl);
+                    base_nll += -blp[next];
+                    let d: f64 = blp.iter().zip(&lp).map(|(&b, &m)| b.exp() * (b - m)).sum();
+                    kl.mean_kl += d;
+                    kl.max_kl = kl.max_kl.max(d);
+                    agree += usize::from(argmax(bl) == argmax(logits));
+                }
             }
-            let next = chunk[j + 1] as usize;
-            let lp = log_softmax(&logits);
-            let v = -lp[next];
-            nll += v;
-            nll2 += v * v;
-            count += 1;
-            if let Some(bl) = base_logits {
-                let blp = log_softmax(&bl);
-                base_nll += -blp[next];
-                let d: f64 = blp.iter().zip(&lp).map(|(&b, &m)| b.exp() * (b - m)).sum();
-                kl.mean_kl += d;
-                kl.max_kl = kl.max_kl.max(d);
-                agree += usize::from(argmax(&bl) == argmax(&logits));
-            }
+            start = end;
         }
         let running = (nll / count as f64).exp();
         report.running.push(running);

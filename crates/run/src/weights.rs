@@ -5,10 +5,16 @@ use ggufy_gguf::GgmlType;
 use ggufy_quant::dot::{ActQ8_0, ActQ8_1, ActQ8_K, ActivationFormat, BlockFormat};
 use ggufy_quant::dot::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ6_K, BlockQ8_0};
 use ggufy_quant::fp::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
+use ggufy_quant::matvec::{self, Kernel};
+use ggufy_quant::simd::{self, Level};
 use ggufy_quant::{dequantize_row, nf4::dequantize_nf4};
 use rayon::prelude::*;
 
 use crate::error::{Result, RunError};
+
+/// Weight rows per batched task: small enough to stay in L2 while every token of a batch
+/// passes over them.
+const MATMUL_ROWS: usize = 32;
 
 /// Rows below this many multiply-adds in all stay on one thread (the fork costs more).
 const PARALLEL_MIN_WORK: usize = 1 << 16;
@@ -176,11 +182,7 @@ impl<'a> Matrix<'a> {
         let rb = self.row_bytes();
         let w = &self.data[r * rb..(r + 1) * rb];
         match (self.storage, act) {
-            (Storage::Ggml(GgmlType::F16), Activation::F16(x)) => {
-                scratch.resize(self.cols, 0.0);
-                f16_row_to_f32(w, scratch);
-                dot_f32(scratch, x)
-            }
+            (Storage::Ggml(GgmlType::F16), Activation::F16(x)) => ggufy_quant::dot::dot_f16(w, x),
             (Storage::Ggml(GgmlType::BF16), Activation::Bf16(x)) => {
                 scratch.clear();
                 scratch.extend(
@@ -213,9 +215,36 @@ impl<'a> Matrix<'a> {
         }
     }
 
-    /// Rows `first..first + out.len()`.
+    /// Rows `first..first + out.len()`: the vector kernels of `ggufy_quant::matvec` where there
+    /// is one, otherwise one reference dot per row.
     #[inline(always)]
-    fn rows(&self, first: usize, act: &Activation, out: &mut [f32], scratch: &mut Vec<f32>) {
+    fn rows(
+        &self,
+        first: usize,
+        act: &Activation,
+        out: &mut [f32],
+        scratch: &mut Vec<f32>,
+        level: Level,
+    ) {
+        let rb = self.row_bytes();
+        let w = &self.data[first * rb..];
+        let kernel = Kernel::best(level);
+        match (self.storage, act) {
+            (Storage::Ggml(ty @ (GgmlType::Q4_0 | GgmlType::Q8_0)), Activation::Q8_0(a))
+                if matvec::q8_0_partner_rows(ty, w, rb, a, out, kernel) =>
+            {
+                return;
+            }
+            (Storage::Ggml(GgmlType::Q6_K), Activation::Q8K(a)) => {
+                matvec::q6_k_rows(w, rb, a, out, kernel);
+                return;
+            }
+            (Storage::Ggml(GgmlType::F16), Activation::F16(x)) => {
+                matvec::f16_rows(w, x, out, kernel);
+                return;
+            }
+            _ => {}
+        }
         for (i, o) in out.iter_mut().enumerate() {
             *o = self.row_dot(first + i, act, scratch);
         }
@@ -225,8 +254,15 @@ impl<'a> Matrix<'a> {
     /// (no fused multiply-add, no reordering), so the results are bit-identical.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    fn rows_avx2(&self, first: usize, act: &Activation, out: &mut [f32], scratch: &mut Vec<f32>) {
-        self.rows(first, act, out, scratch);
+    fn rows_avx2(
+        &self,
+        first: usize,
+        act: &Activation,
+        out: &mut [f32],
+        scratch: &mut Vec<f32>,
+        level: Level,
+    ) {
+        self.rows(first, act, out, scratch, level);
     }
 
     fn rows_dispatch(
@@ -235,75 +271,78 @@ impl<'a> Matrix<'a> {
         act: &Activation,
         out: &mut [f32],
         scratch: &mut Vec<f32>,
-        vector: bool,
+        level: Level,
     ) {
         #[cfg(target_arch = "x86_64")]
-        if vector && std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above), the only requirement of a
+        if level == Level::Avx2 {
+            // SAFETY: `Level::Avx2` is chosen only on CPUs with AVX2, the one requirement of a
             // `target_feature(enable = "avx2")` function.
-            unsafe { self.rows_avx2(first, act, out, scratch) };
+            unsafe { self.rows_avx2(first, act, out, scratch, level) };
             return;
         }
-        let _ = vector;
-        self.rows(first, act, out, scratch);
+        self.rows(first, act, out, scratch, level);
     }
 
     /// `out = W · x` (`out.len() == rows`, `x.len() == cols`), rows split across threads;
-    /// the result does not depend on the thread count.
+    /// the result does not depend on the thread count or on the CPU's vector instructions.
     pub fn matvec(&self, x: &[f32], out: &mut [f32]) {
-        self.matvec_with(x, out, true);
+        self.matvec_with(x, out, simd::level());
     }
 
-    /// [`Matrix::matvec`] with the AVX2 build of the loops (`vector`) or the portable one; the
-    /// tests compare them.
-    pub fn matvec_with(&self, x: &[f32], out: &mut [f32], vector: bool) {
+    /// `out = X · Wᵀ` for a batch: `x` holds `n` input rows of `cols`, `out` the `n` output rows
+    /// of `rows`. Each weight row chunk is read once for the whole batch; every output equals
+    /// what [`Matrix::matvec`] gives for its input row.
+    pub fn matmul(&self, x: &[f32], out: &mut [f32]) {
+        self.matmul_with(x, out, simd::level());
+    }
+
+    /// [`Matrix::matmul`] at a given vector level.
+    pub fn matmul_with(&self, x: &[f32], out: &mut [f32], level: Level) {
+        let n = x.len() / self.cols.max(1);
+        if n <= 1 {
+            self.matvec_with(x, out, level);
+            return;
+        }
+        let acts: Vec<Activation> = x
+            .par_chunks_exact(self.cols)
+            .map(|r| self.prepare(r))
+            .collect();
+        let chunk = MATMUL_ROWS;
+        let n_chunks = self.rows.div_ceil(chunk);
+        let parts: Vec<Vec<f32>> = (0..n_chunks)
+            .into_par_iter()
+            .map_init(Vec::new, |scratch, c| {
+                let first = c * chunk;
+                let len = chunk.min(self.rows - first);
+                let mut part = vec![0f32; n * len];
+                for (act, o) in acts.iter().zip(part.chunks_exact_mut(len)) {
+                    self.rows_dispatch(first, act, o, scratch, level);
+                }
+                part
+            })
+            .collect();
+        for (c, part) in parts.iter().enumerate() {
+            let first = c * chunk;
+            let len = part.len() / n;
+            for (t, p) in part.chunks_exact(len).enumerate() {
+                out[t * self.rows + first..t * self.rows + first + len].copy_from_slice(p);
+            }
+        }
+    }
+
+    /// [`Matrix::matvec`] at a given vector level; the tests compare the levels.
+    pub fn matvec_with(&self, x: &[f32], out: &mut [f32], level: Level) {
         let act = self.prepare(x);
         if self.rows * self.cols < PARALLEL_MIN_WORK {
-            self.rows_dispatch(0, &act, out, &mut Vec::new(), vector);
+            self.rows_dispatch(0, &act, out, &mut Vec::new(), level);
             return;
         }
         out.par_chunks_mut(64)
             .enumerate()
             .for_each_init(Vec::new, |scratch, (c, chunk)| {
-                self.rows_dispatch(c * 64, &act, chunk, scratch, vector);
+                self.rows_dispatch(c * 64, &act, chunk, scratch, level);
             });
     }
-}
-
-/// Little-endian f16 values to f32 (exact either way): eight at a time with F16C where the CPU
-/// has it.
-pub fn f16_row_to_f32(w: &[u8], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("f16c") && std::arch::is_x86_feature_detected!("avx") {
-        // SAFETY: F16C and AVX are present (checked just above), which is all the function needs.
-        unsafe { f16_row_to_f32_f16c(w, out) };
-        return;
-    }
-    f16_row_to_f32_scalar(w, out);
-}
-
-/// The portable conversion, and the reference the F16C one is tested against.
-pub fn f16_row_to_f32_scalar(w: &[u8], out: &mut [f32]) {
-    for (o, b) in out.iter_mut().zip(w.chunks_exact(2)) {
-        *o = f16_to_f32(u16::from_le_bytes([b[0], b[1]]));
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "f16c,avx")]
-fn f16_row_to_f32_f16c(w: &[u8], out: &mut [f32]) {
-    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm256_cvtph_ps, _mm256_storeu_ps};
-    let n = out.len().min(w.len() / 2);
-    let whole = n / 8 * 8;
-    for i in (0..whole).step_by(8) {
-        // SAFETY: bytes 2i..2i+16 of `w` and elements i..i+8 of `out` are in bounds (i + 8 <= n);
-        // both are unaligned loads/stores.
-        unsafe {
-            let h = _mm_loadu_si128(w.as_ptr().add(2 * i).cast::<__m128i>());
-            _mm256_storeu_ps(out.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
-        }
-    }
-    f16_row_to_f32_scalar(&w[2 * whole..2 * n], &mut out[whole..n]);
 }
 
 /// One row's NF4 block scales.
@@ -323,19 +362,6 @@ pub(crate) fn round_f16(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn f16c_conversion_equals_the_scalar_one() {
-        // Every f16 bit pattern (NaNs, infinities, subnormals, zeros), at odd lengths too.
-        let w: Vec<u8> = (0..=u16::MAX).flat_map(|h| h.to_le_bytes()).collect();
-        for n in [65536, 65535, 7, 9, 0] {
-            let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
-            f16_row_to_f32(&w[..2 * n], &mut a);
-            f16_row_to_f32_scalar(&w[..2 * n], &mut b);
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&a), bits(&b), "n = {n}");
-        }
-    }
 
     #[test]
     fn vector_and_plain_matvec_agree_bit_for_bit() {
@@ -367,8 +393,8 @@ mod tests {
             }
             let m = Matrix::new("w", Storage::Ggml(ty), rows, cols, &data).unwrap();
             let (mut a, mut b) = (vec![0f32; rows], vec![0f32; rows]);
-            m.matvec_with(&x, &mut a, true);
-            m.matvec_with(&x, &mut b, false);
+            m.matvec_with(&x, &mut a, simd::level());
+            m.matvec_with(&x, &mut b, Level::Scalar);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&a), bits(&b), "{ty}");
             // And close to the exact product of the decoded weights.
