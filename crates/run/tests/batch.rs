@@ -24,9 +24,14 @@ fn convert(src: &Path, outtype: &str, dir: &Path) -> PathBuf {
         "{}-{outtype}.gguf",
         src.file_name().unwrap().to_string_lossy()
     );
-    execute(&plan, &dir.join(name), &ExecOptions::default(), &mut |_, _| {})
-        .unwrap()
-        .0
+    execute(
+        &plan,
+        &dir.join(name),
+        &ExecOptions::default(),
+        &mut |_, _| {},
+    )
+    .unwrap()
+    .0
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {
