@@ -1094,3 +1094,80 @@ fn perplexity_gate_fails_the_run_when_quality_drops() {
     assert_eq!(short.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&short.stderr).contains("at least"));
 }
+
+#[test]
+fn run_chat_renders_the_files_template_around_the_prompt() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("qwen2.gguf");
+    let src = fixtures().join("hf/tiny-qwen2");
+    let o = ggufy(&[
+        "convert",
+        src.to_str().unwrap(),
+        "-o",
+        model.to_str().unwrap(),
+        "--vocab-pre",
+        "qwen2",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m = model.to_str().unwrap();
+    let o = ggufy(&[
+        "run",
+        m,
+        "--chat",
+        "--system",
+        "Be brief.",
+        "-p",
+        "Hi there",
+        "-n",
+        "4",
+        "--greedy",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // Qwen2's ChatML template, as transformers renders it.
+    assert_eq!(
+        doc["prompt"],
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n"
+    );
+    // The markers are parsed as special tokens: tokenizing the same text with special parsing
+    // gives the same ids.
+    let t = ggufy(&[
+        "tokenize",
+        m,
+        doc["prompt"].as_str().unwrap(),
+        "--parse-special",
+        "--json",
+    ]);
+    assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
+    let ids: serde_json::Value = serde_json::from_slice(&t.stdout).unwrap();
+    assert_eq!(doc["prompt_tokens"], ids["ids"], "{ids}");
+
+    // A template that raises, or a missing file, is a clear error.
+    let bad = dir.path().join("bad.jinja");
+    std::fs::write(&bad, "{{ raise_exception('only user messages') }}").unwrap();
+    let o = ggufy(&[
+        "run",
+        m,
+        "--chat",
+        "-p",
+        "x",
+        "--chat-template",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("only user messages"), "{err}");
+    let o = ggufy(&[
+        "run",
+        m,
+        "--chat",
+        "-p",
+        "x",
+        "--chat-template",
+        "/nonexistent.jinja",
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent.jinja"));
+}

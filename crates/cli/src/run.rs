@@ -49,6 +49,16 @@ pub struct RunArgs {
     /// Print a JSON document at the end instead of streaming text.
     #[arg(long)]
     json: bool,
+    /// Treat the prompt as a user message and render the file's chat template
+    /// (`tokenizer.chat_template`) around it, in a sandbox.
+    #[arg(long)]
+    chat: bool,
+    /// With --chat: a system message before the user's.
+    #[arg(long, requires = "chat")]
+    system: Option<String>,
+    /// With --chat: a chat template file to use instead of the file's.
+    #[arg(long, requires = "chat")]
+    chat_template: Option<PathBuf>,
 }
 
 /// Runs `ggufy run`.
@@ -58,15 +68,71 @@ pub fn run(a: &RunArgs) -> Result<String> {
     let tok =
         Tokenizer::from_gguf(&file).with_context(|| format!("{}: vocabulary", ctx_label()))?;
     let model = Model::load(&file).with_context(ctx_label)?;
+    let prompt = if a.chat {
+        chat_prompt(a, &file, &tok)?
+    } else {
+        a.prompt.clone()
+    };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(a.threads)
         .build()
         .context("starting worker threads")?;
-    pool.install(|| generate(a, &tok, &model))
+    pool.install(|| generate(a, &prompt, &tok, &model))
 }
 
-fn generate(a: &RunArgs, tok: &Tokenizer, model: &Model<'_>) -> Result<String> {
-    let prompt = tok.tokenize(&a.prompt, true, true);
+/// The prompt text from the chat template: the user's message (after the system message, if
+/// any), the assistant's turn opened.
+fn chat_prompt<B: AsRef<[u8]>>(
+    a: &RunArgs,
+    file: &ggufy_gguf::Gguf<B>,
+    tok: &Tokenizer,
+) -> Result<String> {
+    let template = match &a.chat_template {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("reading the chat template {}", p.display()))?,
+        None => file
+            .get_str("tokenizer.chat_template")
+            .with_context(|| format!("{}: tokenizer.chat_template", a.model.display()))?
+            .with_context(|| {
+                format!(
+                    "{}: the file has no tokenizer.chat_template; give one with --chat-template",
+                    a.model.display()
+                )
+            })?
+            .to_owned(),
+    };
+    let text = |id: Option<u32>| {
+        id.and_then(|i| tok.vocab().token_text(i))
+            .map(|t| String::from_utf8_lossy(t).into_owned())
+            .unwrap_or_default()
+    };
+    let special = tok.vocab().special();
+    let mut messages = Vec::new();
+    if let Some(sys) = &a.system {
+        messages.push(ggufy_chat::Message::new("system", sys));
+    }
+    messages.push(ggufy_chat::Message::new("user", &a.prompt));
+    let opts = ggufy_chat::RenderOptions {
+        add_generation_prompt: true,
+        bos_token: text(special.bos),
+        eos_token: text(special.eos),
+        now: None,
+    };
+    ggufy_chat::render(&template, &messages, &opts, &ggufy_chat::Limits::default())
+        .with_context(|| format!("{}: tokenizer.chat_template", a.model.display()))
+}
+
+fn generate(a: &RunArgs, text_prompt: &str, tok: &Tokenizer, model: &Model<'_>) -> Result<String> {
+    let text = text_prompt;
+    // A rendered chat prompt that already starts with the BOS text gets no second BOS.
+    let bos_text = tok
+        .vocab()
+        .special()
+        .bos
+        .and_then(|i| tok.vocab().token_text(i))
+        .filter(|t| !t.is_empty());
+    let has_bos = a.chat && bos_text.is_some_and(|b| text.as_bytes().starts_with(b));
+    let prompt = tok.tokenize(text, !has_bos, true);
     let n_ctx = a
         .ctx
         .unwrap_or(4096)
@@ -131,6 +197,7 @@ fn generate(a: &RunArgs, tok: &Tokenizer, model: &Model<'_>) -> Result<String> {
     );
     if a.json {
         let doc = serde_json::json!({
+            "prompt": text_prompt,
             "prompt_tokens": prompt,
             "tokens": generated,
             "text": text,
