@@ -119,13 +119,20 @@ fn quantize_activation_block(xb: &[f32], qs: &mut [u8]) -> (f32, i32) {
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     let mut sum = 0i32;
     for (o, &v) in qs.iter_mut().zip(xb) {
-        let r = (v * id).round_ties_even();
-        // cvtps2dq gives i32::MIN for NaN and out-of-range values; packs then saturate. Q8_1's
-        // sum is taken (wrapping) over the unsaturated integers, as ggml's is.
-        let wide = if r.is_nan() || !(-2147483648.0..2147483648.0).contains(&r) {
-            i32::MIN
+        let p = v * id;
+        // cvtps2dq with round-half-even gives i32::MIN for NaN and out-of-range values; packs
+        // then saturate. Q8_1's sum is taken (wrapping) over the unsaturated integers, as
+        // ggml's is. The common case rounds through the float's mantissa bits: no libm call
+        // (x86-64's baseline has no rounding instruction).
+        let wide = if p.abs() < 4_194_304.0 {
+            crate::kquants::nearest_int(p)
         } else {
-            r as i32
+            let r = p.round_ties_even();
+            if r.is_nan() || !(-2147483648.0..2147483648.0).contains(&r) {
+                i32::MIN
+            } else {
+                r as i32
+            }
         };
         *o = wide.clamp(-128, 127) as i8 as u8;
         sum = sum.wrapping_add(wide);

@@ -84,6 +84,90 @@ pub fn q8_0_partner_rows(
     true
 }
 
+/// The most activation rows one call of the batched kernels takes.
+pub const MAX_TOKENS: usize = 4;
+
+/// [`q8_0_partner_rows`] for up to [`MAX_TOKENS`] activation rows at once (a prefill batch):
+/// `outs[t][i]` = row `i` · `acts[t]`. Each weight block is loaded and unpacked once for all of
+/// them; every result equals the one-row kernel's. Returns false for other types or when
+/// `acts` is empty or longer than [`MAX_TOKENS`].
+pub fn q8_0_partner_rows_multi(
+    ty: GgmlType,
+    w: &[u8],
+    row_bytes: usize,
+    acts: &[&[u8]],
+    outs: &mut [&mut [f32]],
+    kernel: Kernel,
+) -> bool {
+    let n = outs.first().map_or(0, |o| o.len());
+    if !matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0)
+        || acts.is_empty()
+        || acts.len() > MAX_TOKENS
+        || acts.len() != outs.len()
+        || outs.iter().any(|o| o.len() != n)
+        || w.len() < n * row_bytes
+    {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Avx512Vnni && row_bytes.checked_mul(8).is_some_and(|b| b < 1 << 31) {
+        macro_rules! go {
+            ($t:literal) => {{
+                let a: &[&[u8]; $t] = acts.try_into().expect("length checked");
+                let o: &mut [&mut [f32]; $t] = outs.try_into().expect("length checked");
+                // SAFETY: `Kernel::Avx512Vnni` is chosen only on CPUs with its features, the
+                // functions' target features; lengths were checked above.
+                unsafe {
+                    if ty == GgmlType::Q4_0 {
+                        x86::rows_q4_0_vnni_multi::<$t>(w, row_bytes, a, o)
+                    } else {
+                        x86::rows_q8_0_vnni_multi::<$t>(w, row_bytes, a, o)
+                    }
+                }
+            }};
+        }
+        match acts.len() {
+            1 => go!(1),
+            2 => go!(2),
+            3 => go!(3),
+            _ => go!(4),
+        }
+        return true;
+    }
+    for (a, o) in acts.iter().zip(outs.iter_mut()) {
+        q8_0_partner_rows(ty, w, row_bytes, a, o, kernel);
+    }
+    true
+}
+
+/// [`f16_rows`] for up to [`MAX_TOKENS`] activation rows at once: each weight vector is
+/// converted once for all of them; every result equals the one-row kernel's.
+pub fn f16_rows_multi(w: &[u8], xs: &[&[f32]], outs: &mut [&mut [f32]], kernel: Kernel) {
+    let cols = xs.first().map_or(0, |x| x.len());
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Avx512Vnni
+        && !xs.is_empty()
+        && xs.len() <= MAX_TOKENS
+        && xs.len() == outs.len()
+        && xs.iter().all(|x| x.len() == cols)
+    {
+        let n = outs[0].len();
+        for r in 0..n {
+            let row = &w[2 * cols * r..2 * cols * (r + 1)];
+            let mut res = [0f32; MAX_TOKENS];
+            // SAFETY: `Kernel::Avx512Vnni` is chosen only on CPUs with its features.
+            unsafe { x86::dot_f16_512_multi(row, xs, &mut res) };
+            for (o, v) in outs.iter_mut().zip(res) {
+                o[r] = v;
+            }
+        }
+        return;
+    }
+    for (x, o) in xs.iter().zip(outs.iter_mut()) {
+        f16_rows(w, x, o, kernel);
+    }
+}
+
 /// `out[i]` = Q6_K row `i` of `w` · `act`, a Q8_K activation row.
 pub fn q6_k_rows(w: &[u8], row_bytes: usize, act: &[u8], out: &mut [f32], kernel: Kernel) {
     #[cfg(target_arch = "x86_64")]
@@ -156,6 +240,39 @@ mod x86 {
         _mm256_cvtph_ps(_mm256_cvtepi32_epi16(raw))
     }
 
+    /// Block `off` (its 16 code bytes) of four rows `row_bytes` apart from `p`, one row per
+    /// 128-bit lane.
+    ///
+    /// # Safety
+    /// The four rows' 16 bytes from `off + 2` must be readable.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn load4_q4(p: *const u8, row_bytes: usize, off: usize) -> __m512i {
+        // SAFETY: the caller guarantees the four 16-byte loads are in bounds.
+        unsafe {
+            let v = _mm512_castsi128_si512(_mm_loadu_si128(p.add(off + 2).cast()));
+            let v = _mm512_inserti32x4::<1>(v, _mm_loadu_si128(p.add(row_bytes + off + 2).cast()));
+            let v =
+                _mm512_inserti32x4::<2>(v, _mm_loadu_si128(p.add(2 * row_bytes + off + 2).cast()));
+            _mm512_inserti32x4::<3>(v, _mm_loadu_si128(p.add(3 * row_bytes + off + 2).cast()))
+        }
+    }
+
+    /// Two rows' 32 Q8_0 codes at `p` and `p + row_bytes`, sign bits flipped (code + 128).
+    ///
+    /// # Safety
+    /// Both 32-byte loads must be in bounds.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn load2_q8(p: *const u8, row_bytes: usize) -> __m512i {
+        // SAFETY: the caller guarantees both loads are in bounds.
+        unsafe {
+            let v = _mm512_castsi256_si512(_mm256_loadu_si256(p.cast()));
+            let v = _mm512_inserti64x4::<1>(v, _mm256_loadu_si256(p.add(row_bytes).cast()));
+            _mm512_xor_si512(v, _mm512_set1_epi8(-128))
+        }
+    }
+
     /// [`rows_q8_0_partner`] for Q4_0 with AVX-512 VNNI: four rows per register (one 16-byte
     /// block each), `vpdpbusd` on the raw nibbles, the offset 8·Σy subtracted from the exact
     /// block sums.
@@ -194,21 +311,14 @@ mod x86 {
                     let y = act.as_ptr().add(34 * b);
                     let ylo = _mm512_broadcast_i32x4(_mm_loadu_si128(y.add(2).cast()));
                     let yhi = _mm512_broadcast_i32x4(_mm_loadu_si128(y.add(18).cast()));
-                    let load4 = |p: *const u8| {
-                        let q = |r: usize| _mm_loadu_si128(p.add(r * row_bytes + off + 2).cast());
-                        let v = _mm512_castsi128_si512(q(0));
-                        let v = _mm512_inserti32x4::<1>(v, q(1));
-                        let v = _mm512_inserti32x4::<2>(v, q(2));
-                        _mm512_inserti32x4::<3>(v, q(3))
-                    };
                     let dot = |v: __m512i| {
                         let lo = _mm512_and_si512(v, m4);
                         let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
                         let s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, ylo);
                         _mm512_dpbusd_epi32(s, hi, yhi)
                     };
-                    let sa = dot(load4(base));
-                    let sb = dot(load4(base.add(4 * row_bytes)));
+                    let sa = dot(load4_q4(base, row_bytes, off));
+                    let sb = dot(load4_q4(base.add(4 * row_bytes), row_bytes, off));
                     // Per 128-bit lane L: [a0+a2, b0+b2, a1+a3, b1+b3], then the halves added:
                     // row L's total at position 0, row 4 + L's at position 1.
                     let t = _mm512_add_epi32(
@@ -231,6 +341,235 @@ mod x86 {
         }
     }
 
+    /// [`rows_q4_0_vnni`] for `T` activation rows: each block of the eight weight rows is
+    /// loaded and split into nibbles once, then dotted with every activation.
+    ///
+    /// # Safety
+    /// As [`rows_q4_0_vnni`], for every `acts[t]`; all `outs[t]` have the same length.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub unsafe fn rows_q4_0_vnni_multi<const T: usize>(
+        w: &[u8],
+        row_bytes: usize,
+        acts: &[&[u8]; T],
+        outs: &mut [&mut [f32]; T],
+    ) {
+        let n = outs[0].len();
+        let blocks = acts.iter().fold(row_bytes / 18, |m, a| m.min(a.len() / 34));
+        let offsets: [Vec<i32>; T] = std::array::from_fn(|t| {
+            acts[t]
+                .chunks_exact(34)
+                .map(|y| 8 * y[2..].iter().map(|&q| i32::from(q as i8)).sum::<i32>())
+                .collect()
+        });
+        let scales: [Vec<f32>; T] = std::array::from_fn(|t| {
+            acts[t]
+                .chunks_exact(34)
+                .map(|y| crate::fp::half_at(y, 0))
+                .collect()
+        });
+        let rb = row_bytes as i32;
+        let rows = _mm256_setr_epi32(0, rb, 2 * rb, 3 * rb, 4 * rb, 5 * rb, 6 * rb, 7 * rb);
+        let m4 = _mm512_set1_epi8(0x0F);
+        let pick = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0);
+        let groups = n / 8;
+        for g in 0..groups {
+            // SAFETY: rows 8g..8g+8 are within `w`.
+            let base = unsafe { w.as_ptr().add(g * 8 * row_bytes) };
+            let mut acc = [_mm256_setzero_ps(); T];
+            let next = base.wrapping_add(8 * row_bytes);
+            for b in 0..blocks {
+                let off = 18 * b;
+                for l in 0..3 {
+                    _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(144 * b + 64 * l).cast());
+                }
+                // SAFETY: block b of every activation (34 bytes) and of each of the eight rows
+                // (18 bytes) are in bounds: b < blocks.
+                unsafe {
+                    let (va, vb) = (
+                        load4_q4(base, row_bytes, off),
+                        load4_q4(base.add(4 * row_bytes), row_bytes, off),
+                    );
+                    let (alo, ahi) = (
+                        _mm512_and_si512(va, m4),
+                        _mm512_and_si512(_mm512_srli_epi16::<4>(va), m4),
+                    );
+                    let (blo, bhi) = (
+                        _mm512_and_si512(vb, m4),
+                        _mm512_and_si512(_mm512_srli_epi16::<4>(vb), m4),
+                    );
+                    let dw = row_scales(base, off, rows);
+                    for t in 0..T {
+                        let y = acts[t].as_ptr().add(34 * b);
+                        let ylo = _mm512_broadcast_i32x4(_mm_loadu_si128(y.add(2).cast()));
+                        let yhi = _mm512_broadcast_i32x4(_mm_loadu_si128(y.add(18).cast()));
+                        let z = _mm512_setzero_si512();
+                        let sa = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(z, alo, ylo), ahi, yhi);
+                        let sb = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(z, blo, ylo), bhi, yhi);
+                        let r = _mm512_add_epi32(
+                            _mm512_unpacklo_epi32(sa, sb),
+                            _mm512_unpackhi_epi32(sa, sb),
+                        );
+                        let r = _mm512_add_epi32(r, _mm512_shuffle_epi32::<0b01_00_11_10>(r));
+                        let isum = _mm512_castsi512_si256(_mm512_permutexvar_epi32(pick, r));
+                        let isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(offsets[t][b]));
+                        let d = _mm256_mul_ps(dw, _mm256_set1_ps(scales[t][b]));
+                        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc[t]);
+                    }
+                }
+            }
+            for t in 0..T {
+                // SAFETY: every `outs[t]` has at least 8g + 8 elements.
+                unsafe { _mm256_storeu_ps(outs[t].as_mut_ptr().add(8 * g), acc[t]) };
+            }
+        }
+        for i in groups * 8..n {
+            let row = &w[i * row_bytes..(i + 1) * row_bytes];
+            for t in 0..T {
+                outs[t][i] = BlockQ4_0::vec_dot_blocks(row, acts[t]);
+            }
+        }
+    }
+
+    /// [`rows_q8_0_vnni`] for `T` activation rows: each block of the eight weight rows is
+    /// loaded and made unsigned once, then dotted with every activation.
+    ///
+    /// # Safety
+    /// As [`rows_q4_0_vnni_multi`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub unsafe fn rows_q8_0_vnni_multi<const T: usize>(
+        w: &[u8],
+        row_bytes: usize,
+        acts: &[&[u8]; T],
+        outs: &mut [&mut [f32]; T],
+    ) {
+        let n = outs[0].len();
+        let blocks = acts.iter().fold(row_bytes / 34, |m, a| m.min(a.len() / 34));
+        let offsets: [Vec<i32>; T] = std::array::from_fn(|t| {
+            acts[t]
+                .chunks_exact(34)
+                .map(|y| 128 * y[2..].iter().map(|&q| i32::from(q as i8)).sum::<i32>())
+                .collect()
+        });
+        let scales: [Vec<f32>; T] = std::array::from_fn(|t| {
+            acts[t]
+                .chunks_exact(34)
+                .map(|y| crate::fp::half_at(y, 0))
+                .collect()
+        });
+        let rb = row_bytes as i32;
+        let rows = _mm256_setr_epi32(0, 2 * rb, 4 * rb, 6 * rb, rb, 3 * rb, 5 * rb, 7 * rb);
+        let unshuffle = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        let groups = n / 8;
+        for g in 0..groups {
+            // SAFETY: rows 8g..8g+8 are within `w`.
+            let base = unsafe { w.as_ptr().add(g * 8 * row_bytes) };
+            let mut acc = [_mm256_setzero_ps(); T];
+            let next = base.wrapping_add(8 * row_bytes);
+            for b in 0..blocks {
+                let off = 34 * b + 2;
+                for l in 0..5 {
+                    _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(272 * b + 64 * l).cast());
+                }
+                // SAFETY: block b of every activation and of each of the eight rows are in
+                // bounds.
+                unsafe {
+                    let p = base.add(off);
+                    let (z0, z1, z2, z3) = (
+                        load2_q8(p, row_bytes),
+                        load2_q8(p.add(2 * row_bytes), row_bytes),
+                        load2_q8(p.add(4 * row_bytes), row_bytes),
+                        load2_q8(p.add(6 * row_bytes), row_bytes),
+                    );
+                    let dw = row_scales(base, 34 * b, rows);
+                    for t in 0..T {
+                        let y = acts[t].as_ptr().add(34 * b);
+                        let yv = _mm512_broadcast_i64x4(_mm256_loadu_si256(y.add(2).cast()));
+                        let z = _mm512_setzero_si512();
+                        let (s0, s1, s2, s3) = (
+                            _mm512_dpbusd_epi32(z, z0, yv),
+                            _mm512_dpbusd_epi32(z, z1, yv),
+                            _mm512_dpbusd_epi32(z, z2, yv),
+                            _mm512_dpbusd_epi32(z, z3, yv),
+                        );
+                        let a = _mm512_add_epi32(
+                            _mm512_unpacklo_epi32(s0, s1),
+                            _mm512_unpackhi_epi32(s0, s1),
+                        );
+                        let c = _mm512_add_epi32(
+                            _mm512_unpacklo_epi32(s2, s3),
+                            _mm512_unpackhi_epi32(s2, s3),
+                        );
+                        let e = _mm512_add_epi32(
+                            _mm512_unpacklo_epi64(a, c),
+                            _mm512_unpackhi_epi64(a, c),
+                        );
+                        let f = _mm512_add_epi32(e, _mm512_shuffle_i32x4::<0b10_11_00_01>(e, e));
+                        let isum = _mm256_set_m128i(
+                            _mm512_extracti32x4_epi32::<2>(f),
+                            _mm512_castsi512_si128(f),
+                        );
+                        let isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(offsets[t][b]));
+                        let d = _mm256_mul_ps(dw, _mm256_set1_ps(scales[t][b]));
+                        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc[t]);
+                    }
+                }
+            }
+            for t in 0..T {
+                let a = _mm256_permutevar8x32_ps(acc[t], unshuffle);
+                // SAFETY: every `outs[t]` has at least 8g + 8 elements.
+                unsafe { _mm256_storeu_ps(outs[t].as_mut_ptr().add(8 * g), a) };
+            }
+        }
+        for i in groups * 8..n {
+            let row = &w[i * row_bytes..(i + 1) * row_bytes];
+            for t in 0..T {
+                outs[t][i] = BlockQ8_0::vec_dot_blocks(row, acts[t]);
+            }
+        }
+    }
+
+    /// [`dot_f16_512`] of one row with up to four activation rows: each weight vector is
+    /// converted once; every token keeps its own four accumulators and reduction.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F, FMA and F16C; every `xs[t]` has the row's length and
+    /// `xs.len() <= 4`.
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    pub unsafe fn dot_f16_512_multi(w: &[u8], xs: &[&[f32]], out: &mut [f32; 4]) {
+        let nt = xs.len().min(4);
+        let n = xs[0].len().min(w.len() / 2);
+        let whole = n / 64 * 64;
+        let mut acc = [[_mm512_setzero_ps(); 4]; 4];
+        for i in (0..whole).step_by(64) {
+            // SAFETY: i + 64 <= whole <= n for the weight row and every activation row.
+            unsafe {
+                let wv: [__m512; 4] = std::array::from_fn(|k| {
+                    _mm512_cvtph_ps(_mm256_loadu_si256(w.as_ptr().add(2 * (i + 16 * k)).cast()))
+                });
+                for t in 0..nt {
+                    let x = xs[t].as_ptr().add(i);
+                    for k in 0..4 {
+                        acc[t][k] =
+                            _mm512_fmadd_ps(wv[k], _mm512_loadu_ps(x.add(16 * k)), acc[t][k]);
+                    }
+                }
+            }
+        }
+        for t in 0..nt {
+            let a = &acc[t];
+            let v = _mm512_add_ps(_mm512_add_ps(a[0], a[2]), _mm512_add_ps(a[1], a[3]));
+            let h = _mm256_add_ps(
+                _mm512_castps512_ps256(v),
+                _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))),
+            );
+            let mut sum = f64::from(reduce8(h));
+            for (wb, &xv) in w[2 * whole..2 * n].chunks_exact(2).zip(&xs[t][whole..n]) {
+                sum += f64::from(crate::fp::f16_to_f32(u16::from_le_bytes([wb[0], wb[1]])) * xv);
+            }
+            out[t] = sum as f32;
+        }
+    }
+
     /// [`rows_q8_0_partner`] for Q8_0 with AVX-512 VNNI: two rows per register, the codes made
     /// unsigned by adding 128 (a sign-bit flip) and 128·Σy subtracted from the exact sums.
     ///
@@ -248,7 +587,6 @@ mod x86 {
         // scales in that order and put the results back once per group.
         let rows = _mm256_setr_epi32(0, 2 * rb, 4 * rb, 6 * rb, rb, 3 * rb, 5 * rb, 7 * rb);
         let unshuffle = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-        let flip = _mm512_set1_epi8(-128);
         let groups = out.len() / 8;
         for g in 0..groups {
             // SAFETY: rows 8g..8g+8 are within `w`.
@@ -265,14 +603,14 @@ mod x86 {
                 unsafe {
                     let y = act.as_ptr().add(34 * b);
                     let yv = _mm512_broadcast_i64x4(_mm256_loadu_si256(y.add(2).cast()));
-                    let dot2 = |r: usize| {
-                        let p = base.add(r * row_bytes + off);
-                        let v = _mm512_castsi256_si512(_mm256_loadu_si256(p.cast()));
-                        let v =
-                            _mm512_inserti64x4::<1>(v, _mm256_loadu_si256(p.add(row_bytes).cast()));
-                        _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_xor_si512(v, flip), yv)
-                    };
-                    let (s0, s1, s2, s3) = (dot2(0), dot2(2), dot2(4), dot2(6));
+                    let p = base.add(off);
+                    let z = _mm512_setzero_si512();
+                    let (s0, s1, s2, s3) = (
+                        _mm512_dpbusd_epi32(z, load2_q8(p, row_bytes), yv),
+                        _mm512_dpbusd_epi32(z, load2_q8(p.add(2 * row_bytes), row_bytes), yv),
+                        _mm512_dpbusd_epi32(z, load2_q8(p.add(4 * row_bytes), row_bytes), yv),
+                        _mm512_dpbusd_epi32(z, load2_q8(p.add(6 * row_bytes), row_bytes), yv),
+                    );
                     // Per 128-bit lane: [s0, s1, s2, s3] summed over the lane's four positions.
                     let a = _mm512_add_epi32(
                         _mm512_unpacklo_epi32(s0, s1),

@@ -5,7 +5,10 @@
 use ggufy_gguf::GgmlType;
 use ggufy_quant::dot::{ActQ8_0, ActivationFormat, dot_f16};
 use ggufy_quant::dot::{ActQ8_K, BlockFormat, BlockQ6_K};
-use ggufy_quant::matvec::{Kernel, f16_rows, q6_k_rows, q8_0_partner_rows};
+use ggufy_quant::matvec::{
+    Kernel, MAX_TOKENS, f16_rows, f16_rows_multi, q6_k_rows, q8_0_partner_rows,
+    q8_0_partner_rows_multi,
+};
 use ggufy_quant::{Rounding, quantize_row};
 use proptest::prelude::*;
 
@@ -167,6 +170,68 @@ proptest! {
             let mut fast = vec![0f32; rows];
             q6_k_rows(&wq, row_bytes, &act, &mut fast, k);
             prop_assert_eq!(bits(&fast), bits(&plain), "{:?}", k);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn batched_kernels_equal_the_one_row_kernels(
+        (rows, blocks, tokens) in (1usize..20, 1usize..5, 1usize..=MAX_TOKENS),
+        w in prop::collection::vec(edge_value(), 20 * 4 * 64),
+        x in prop::collection::vec(edge_value(), MAX_TOKENS * 4 * 64),
+    ) {
+        for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+            let cols = blocks * 32;
+            let row_bytes = ty.row_bytes(cols as u64).unwrap() as usize;
+            let mut wq = vec![0u8; rows * row_bytes];
+            for (src, dst) in w.chunks_exact(cols).zip(wq.chunks_exact_mut(row_bytes)) {
+                quantize_row(ty, src, dst, Rounding::Separate).unwrap();
+            }
+            let acts: Vec<Vec<u8>> = x
+                .chunks_exact(cols)
+                .take(tokens)
+                .map(|xt| {
+                    let mut a = vec![0u8; cols / 32 * 34];
+                    ActQ8_0::quantize_row(xt, &mut a).unwrap();
+                    a
+                })
+                .collect();
+            let act_refs: Vec<&[u8]> = acts.iter().map(Vec::as_slice).collect();
+            for k in Kernel::available() {
+                let mut outs = vec![vec![0f32; rows]; tokens];
+                let mut out_refs: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
+                prop_assert!(q8_0_partner_rows_multi(ty, &wq, row_bytes, &act_refs, &mut out_refs, k));
+                for (a, got) in acts.iter().zip(&outs) {
+                    let mut want = vec![0f32; rows];
+                    q8_0_partner_rows(ty, &wq, row_bytes, a, &mut want, Kernel::Scalar);
+                    prop_assert_eq!(bits(got), bits(&want), "{} {:?}", ty, k);
+                }
+            }
+        }
+        // F16, over whole steps of 64 and a tail.
+        let cols = blocks * 32 + 7;
+        let wh: Vec<u8> = w[..rows * cols]
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect();
+        let xs: Vec<Vec<f32>> = x
+            .chunks_exact(cols)
+            .take(tokens)
+            .map(|c| c.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect())
+            .collect();
+        let x_refs: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
+        for k in Kernel::available() {
+            let mut outs = vec![vec![0f32; rows]; tokens];
+            let mut out_refs: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
+            f16_rows_multi(&wh, &x_refs, &mut out_refs, k);
+            for (xt, got) in xs.iter().zip(&outs) {
+                let mut want = vec![0f32; rows];
+                f16_rows(&wh, xt, &mut want, Kernel::Scalar);
+                prop_assert_eq!(bits(got), bits(&want), "F16 {:?}", k);
+            }
         }
     }
 }

@@ -14,7 +14,11 @@ use crate::error::{Result, RunError};
 
 /// Weight rows per batched task: small enough to stay in L2 while every token of a batch
 /// passes over them.
-const MATMUL_ROWS: usize = 32;
+const MATMUL_ROWS: usize = 128;
+
+/// Weight rows per mat-vec task: enough that a task's fixed costs (the kernels precompute
+/// per-activation block sums) stay small, while a 2048-row matrix still splits eight ways.
+const MATVEC_ROWS: usize = 256;
 
 /// Rows below this many multiply-adds in all stay on one thread (the fork costs more).
 const PARALLEL_MIN_WORK: usize = 1 << 16;
@@ -250,6 +254,45 @@ impl<'a> Matrix<'a> {
         }
     }
 
+    /// Rows `first..first + len` against several activations at once (`out` holds one run of
+    /// `len` per activation), where a batched kernel exists; false otherwise.
+    fn rows_multi(&self, first: usize, acts: &[Activation], out: &mut [f32], level: Level) -> bool {
+        let len = out.len() / acts.len().max(1);
+        let rb = self.row_bytes();
+        let w = &self.data[first * rb..];
+        let kernel = Kernel::best(level);
+        let mut outs: Vec<&mut [f32]> = out.chunks_exact_mut(len).collect();
+        match self.storage {
+            Storage::Ggml(ty @ (GgmlType::Q4_0 | GgmlType::Q8_0)) => {
+                let a: Option<Vec<&[u8]>> = acts
+                    .iter()
+                    .map(|a| match a {
+                        Activation::Q8_0(v) => Some(v.as_slice()),
+                        _ => None,
+                    })
+                    .collect();
+                a.is_some_and(|a| matvec::q8_0_partner_rows_multi(ty, w, rb, &a, &mut outs, kernel))
+            }
+            Storage::Ggml(GgmlType::F16) => {
+                let x: Option<Vec<&[f32]>> = acts
+                    .iter()
+                    .map(|a| match a {
+                        Activation::F16(v) => Some(v.as_slice()),
+                        _ => None,
+                    })
+                    .collect();
+                match x {
+                    Some(x) => {
+                        matvec::f16_rows_multi(w, &x, &mut outs, kernel);
+                        true
+                    }
+                    None => false,
+                }
+            }
+            _ => false,
+        }
+    }
+
     /// [`Matrix::rows`] compiled for AVX2 so that its loops vectorize. The arithmetic is the same
     /// (no fused multiply-add, no reordering), so the results are bit-identical.
     #[cfg(target_arch = "x86_64")]
@@ -315,8 +358,15 @@ impl<'a> Matrix<'a> {
                 let first = c * chunk;
                 let len = chunk.min(self.rows - first);
                 let mut part = vec![0f32; n * len];
-                for (act, o) in acts.iter().zip(part.chunks_exact_mut(len)) {
-                    self.rows_dispatch(first, act, o, scratch, level);
+                for (acts, o) in acts
+                    .chunks(matvec::MAX_TOKENS)
+                    .zip(part.chunks_mut(len * matvec::MAX_TOKENS))
+                {
+                    if !self.rows_multi(first, acts, o, level) {
+                        for (act, o) in acts.iter().zip(o.chunks_exact_mut(len)) {
+                            self.rows_dispatch(first, act, o, scratch, level);
+                        }
+                    }
                 }
                 part
             })
@@ -337,11 +387,12 @@ impl<'a> Matrix<'a> {
             self.rows_dispatch(0, &act, out, &mut Vec::new(), level);
             return;
         }
-        out.par_chunks_mut(64)
-            .enumerate()
-            .for_each_init(Vec::new, |scratch, (c, chunk)| {
-                self.rows_dispatch(c * 64, &act, chunk, scratch, level);
-            });
+        out.par_chunks_mut(MATVEC_ROWS).enumerate().for_each_init(
+            Vec::new,
+            |scratch, (c, chunk)| {
+                self.rows_dispatch(c * MATVEC_ROWS, &act, chunk, scratch, level);
+            },
+        );
     }
 }
 
