@@ -9,5 +9,5 @@ pub mod sampler;
 pub mod weights;
 
 pub use error::{Result, RunError};
-pub use model::{Arch, Hparams, Model, Session};
+pub use model::{Arch, Hparams, Model, Session, Yarn, rope};
 pub use sampler::{Sampler, SamplerConfig};

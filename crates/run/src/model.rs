@@ -58,6 +58,8 @@ pub struct Hparams {
     pub rope_attn_factor: f32,
     /// Context length before RoPE scaling (Phi-3 picks long or short factors by it).
     pub n_ctx_orig: usize,
+    /// YaRN's extrapolation mix and correction dimensions, when the file asks for YaRN.
+    pub yarn: Option<Yarn>,
 }
 
 fn key<B: AsRef<[u8]>>(f: &Gguf<B>, arch: &str, k: &str) -> Result<Option<u64>> {
@@ -174,14 +176,16 @@ impl Hparams {
         })?;
         let rope_base = float(f, a, "rope.freq_base")?.unwrap_or(10000.0);
         let mut rope_freq_scale = 1.0;
+        let mut yarn_asked = false;
         match f.get_str(&format!("{a}.rope.scaling.type"))? {
             None | Some("none") => {}
-            Some("linear") => {
+            Some(kind @ ("linear" | "yarn")) => {
                 let factor = float(f, a, "rope.scaling.factor")?.unwrap_or(1.0);
                 if factor.is_nan() || factor <= 0.0 {
                     return Err(bad("rope.scaling.factor", format!("{factor}")));
                 }
                 rope_freq_scale = 1.0 / factor;
+                yarn_asked = kind == "yarn";
             }
             Some(other) => {
                 return Err(bad(
@@ -190,9 +194,24 @@ impl Hparams {
                 ));
             }
         }
-        let rope_attn_factor = float(f, a, "rope.scaling.attn_factor")?.unwrap_or(1.0);
+        let mut rope_attn_factor = float(f, a, "rope.scaling.attn_factor")?.unwrap_or(1.0);
         let n_ctx_orig =
             key(f, a, "rope.scaling.original_context_length")?.map_or(n_ctx_train, |v| v as usize);
+        let yarn = if yarn_asked {
+            // llama.cpp's defaults for the llama family: full extrapolation mix, β 32 and 1, and
+            // an attention factor that cancels the magnitude correction applied in the kernel
+            // (llama_context's constructor; its float steps kept).
+            let factor = 1.0 / rope_freq_scale;
+            let mscale = if factor <= 1.0 {
+                1.0
+            } else {
+                0.1f32 * 1.0 * factor.ln() + 1.0
+            };
+            rope_attn_factor *= mscale * (1.0 / (1.0 + 0.1 * factor.ln()));
+            Some(Yarn::new(n_rot, n_ctx_orig, rope_base, 1.0, 32.0, 1.0))
+        } else {
+            None
+        };
         let n_vocab = f
             .tensor("token_embd.weight")
             .and_then(|t| t.dims.get(1).copied())
@@ -218,11 +237,60 @@ impl Hparams {
             rope_freq_scale,
             rope_attn_factor,
             n_ctx_orig,
+            yarn,
         })
     }
 
-    fn neox(&self) -> bool {
+    /// Whether RoPE rotates NeoX-style pairs (i, i + n_rot/2) rather than adjacent ones.
+    pub fn neox(&self) -> bool {
         self.arch != Arch::Llama
+    }
+}
+
+/// YaRN RoPE scaling (llama.cpp's `rope_yarn`): per dimension pair, a mix of the interpolated
+/// and the extrapolated angle, ramped between two correction dimensions, and a magnitude
+/// correction.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Yarn {
+    /// Extrapolation mix (1: full YaRN).
+    pub ext_factor: f32,
+    /// The ramp's start and end dimensions.
+    pub corr_dims: [f32; 2],
+}
+
+impl Yarn {
+    /// ggml's `ggml_rope_yarn_corr_dims` for these parameters.
+    pub fn new(
+        n_rot: usize,
+        n_ctx_orig: usize,
+        base: f32,
+        ext_factor: f32,
+        beta_fast: f32,
+        beta_slow: f32,
+    ) -> Yarn {
+        let dim = |n_rotations: f32| {
+            n_rot as f32 * (n_ctx_orig as f32 / (n_rotations * 2.0 * std::f32::consts::PI)).ln()
+                / (2.0 * base.ln())
+        };
+        let start = dim(beta_fast).floor();
+        let end = dim(beta_slow).ceil();
+        Yarn {
+            ext_factor,
+            corr_dims: [start.max(0.0), end.min(n_rot as f32 - 1.0)],
+        }
+    }
+
+    /// The angle and magnitude for dimension pair `i` (`theta_extrap` before scaling).
+    fn angle(&self, theta_extrap: f32, freq_scale: f32, i: usize, mscale: f32) -> (f32, f32) {
+        let theta_interp = freq_scale * theta_extrap;
+        if self.ext_factor == 0.0 {
+            return (theta_interp, mscale);
+        }
+        let [low, high] = self.corr_dims;
+        let y = (i as f32 - low) / (high - low).max(0.001);
+        let ramp_mix = (1.0 - y.clamp(0.0, 1.0)) * self.ext_factor;
+        let theta = theta_interp * (1.0 - ramp_mix) + theta_extrap * ramp_mix;
+        (theta, mscale * (1.0 + 0.1 * (1.0 / freq_scale).ln()))
     }
 }
 
@@ -500,11 +568,9 @@ impl<'m, 'a> Session<'m, 'a> {
         self.pos = self.pos.min(n);
     }
 
-    /// Rotates one head's vector in place (llama.cpp's `rope_ext` with its angle recurrence).
+    /// Rotates one head's vector in place with the model's RoPE.
     fn rope(&self, v: &mut [f32], pos: usize) {
         let hp = &self.model.hp;
-        let n_rot = hp.n_rot;
-        let theta_scale = hp.rope_base.powf(-2.0 / n_rot as f32);
         let factors = match (&self.model.rope_long, &self.model.rope_short) {
             (Some(long), Some(short)) => Some(if self.n_ctx > hp.n_ctx_orig {
                 long
@@ -513,23 +579,7 @@ impl<'m, 'a> Session<'m, 'a> {
             }),
             _ => self.model.rope_freqs.as_ref(),
         };
-        let mscale = hp.rope_attn_factor;
-        let mut theta = pos as f32;
-        for i in 0..n_rot / 2 {
-            let ff = factors.map_or(1.0, |f| f[i]);
-            let angle = hp.rope_freq_scale * (theta / ff);
-            let (s, c) = angle.sin_cos();
-            let (c, s) = (c * mscale, s * mscale);
-            let (a, b) = if hp.neox() {
-                (i, i + n_rot / 2)
-            } else {
-                (2 * i, 2 * i + 1)
-            };
-            let (x0, x1) = (v[a], v[b]);
-            v[a] = x0 * c - x1 * s;
-            v[b] = x0 * s + x1 * c;
-            theta *= theta_scale;
-        }
+        rope(hp, factors.map(Vec::as_slice), v, pos);
     }
 
     /// Evaluates `tokens` at the next positions; returns the logits after the last one. Tokens
@@ -713,6 +763,34 @@ impl<'m, 'a> Session<'m, 'a> {
         m.output.matmul(&hn, &mut logits);
         self.pos += n;
         Ok(logits)
+    }
+}
+
+/// Rotates one head's vector `v` in place at position `pos`, as ggml's `rope_ext` does on the
+/// CPU (its angle recurrence, frequency factors, linear and YaRN scaling, normal or NeoX pairs
+/// by architecture); `factors` are the file's per-pair frequency factors, if any.
+pub fn rope(hp: &Hparams, factors: Option<&[f32]>, v: &mut [f32], pos: usize) {
+    let n_rot = hp.n_rot;
+    let theta_scale = hp.rope_base.powf(-2.0 / n_rot as f32);
+    let mscale = hp.rope_attn_factor;
+    let mut theta = pos as f32;
+    for i in 0..n_rot / 2 {
+        let ff = factors.map_or(1.0, |f| f[i]);
+        let (angle, m) = match &hp.yarn {
+            Some(y) => y.angle(theta / ff, hp.rope_freq_scale, i, mscale),
+            None => (hp.rope_freq_scale * (theta / ff), mscale),
+        };
+        let (s, c) = angle.sin_cos();
+        let (c, s) = (c * m, s * m);
+        let (a, b) = if hp.neox() {
+            (i, i + n_rot / 2)
+        } else {
+            (2 * i, 2 * i + 1)
+        };
+        let (x0, x1) = (v[a], v[b]);
+        v[a] = x0 * c - x1 * s;
+        v[b] = x0 * s + x1 * c;
+        theta *= theta_scale;
     }
 }
 
