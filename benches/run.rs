@@ -58,11 +58,14 @@ fn bench_model(c: &mut Criterion, label: &str, path: &Path) {
     // and the bandwidth ratio.
     let long: Vec<u32> = (0..64u32).map(|i| 1 + (i * 7) % 200).collect();
     let mut s = Session::new(&model, 128);
-    s.eval(&long[..8]).unwrap();
-    s.reset();
-    let t0 = Instant::now();
-    black_box(s.eval(&long).unwrap());
-    let prefill = 64.0 / t0.elapsed().as_secs_f64();
+    // The best of three: the first run pays for page faults and first allocations.
+    let mut prefill = 0f64;
+    for _ in 0..3 {
+        s.reset();
+        let t0 = Instant::now();
+        black_box(s.eval(&long).unwrap());
+        prefill = prefill.max(64.0 / t0.elapsed().as_secs_f64());
+    }
     s.reset();
     s.eval(&prompt[..8]).unwrap();
     let t0 = Instant::now();
