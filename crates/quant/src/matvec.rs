@@ -143,6 +143,7 @@ pub fn q8_0_partner_rows_multi(
 /// [`f16_rows`] for up to [`MAX_TOKENS`] activation rows at once: each weight vector is
 /// converted once for all of them; every result equals the one-row kernel's.
 pub fn f16_rows_multi(w: &[u8], xs: &[&[f32]], outs: &mut [&mut [f32]], kernel: Kernel) {
+    #[cfg(target_arch = "x86_64")]
     let cols = xs.first().map_or(0, |x| x.len());
     #[cfg(target_arch = "x86_64")]
     if kernel == Kernel::Avx512Vnni

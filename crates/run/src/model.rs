@@ -658,6 +658,11 @@ impl<'m, 'a> Session<'m, 'a> {
                 rms_norm(xr, &layer.attn_norm, hp.rms_eps, hr);
             }
             match (layer.wk, layer.wv) {
+                (Some(wk), Some(wv)) if n == 1 => Matrix::matvec_shared(
+                    &[&layer.wq, &wk, &wv],
+                    &h,
+                    &mut [&mut q[..], &mut k[..], &mut v[..]],
+                ),
                 (Some(wk), Some(wv)) => {
                     layer.wq.matmul(&h, &mut q);
                     wk.matmul(&h, &mut k);
@@ -733,8 +738,16 @@ impl<'m, 'a> Session<'m, 'a> {
             };
             match layer.gate {
                 Some(gate) => {
-                    gate.matmul(&h, &mut g);
-                    layer.up.matmul(&h, &mut u);
+                    if n == 1 {
+                        Matrix::matvec_shared(
+                            &[&gate, &layer.up],
+                            &h,
+                            &mut [&mut g[..], &mut u[..]],
+                        );
+                    } else {
+                        gate.matmul(&h, &mut g);
+                        layer.up.matmul(&h, &mut u);
+                    }
                     for ((a, &gv), &uv) in act.iter_mut().zip(&g).zip(&u) {
                         *a = gated(gv) * uv;
                     }

@@ -380,6 +380,28 @@ impl<'a> Matrix<'a> {
         }
     }
 
+    /// `outs[i] = mats[i] · x` for several matrices that read the same input (q, k and v; gate
+    /// and up), in one parallel pass: the worker threads wake once instead of once per matrix.
+    /// Each result equals [`Matrix::matvec`]'s.
+    pub fn matvec_shared(mats: &[&Matrix<'_>], x: &[f32], outs: &mut [&mut [f32]]) {
+        let level = simd::level();
+        let acts: Vec<Activation> = mats.iter().map(|m| m.prepare(x)).collect();
+        let mut tasks: Vec<(usize, usize, &mut [f32])> = outs
+            .iter_mut()
+            .enumerate()
+            .flat_map(|(i, o)| {
+                o.chunks_mut(MATVEC_ROWS)
+                    .enumerate()
+                    .map(move |(c, chunk)| (i, c * MATVEC_ROWS, chunk))
+            })
+            .collect();
+        tasks
+            .par_iter_mut()
+            .for_each_init(Vec::new, |scratch, (i, first, chunk)| {
+                mats[*i].rows_dispatch(*first, &acts[*i], chunk, scratch, level);
+            });
+    }
+
     /// [`Matrix::matvec`] at a given vector level; the tests compare the levels.
     pub fn matvec_with(&self, x: &[f32], out: &mut [f32], level: Level) {
         let act = self.prepare(x);
