@@ -192,6 +192,10 @@ pub struct BlockQ5_1;
 #[derive(Debug)]
 #[allow(non_camel_case_types)] // ggml's type name
 pub struct BlockQ6_K;
+/// Q4_K weights.
+#[derive(Debug)]
+#[allow(non_camel_case_types)] // ggml's type name
+pub struct BlockQ4_K;
 
 #[inline(always)]
 fn i8s(b: &[u8]) -> impl Iterator<Item = i32> + '_ {
@@ -324,6 +328,53 @@ impl BlockFormat for BlockQ6_K {
         }
         sum
     }
+}
+
+impl BlockFormat for BlockQ4_K {
+    const TYPE: GgmlType = GgmlType::Q4_K;
+    type Activation = ActQ8_K;
+    /// Per block, the exact integer sums Σ scale·q·y and Σ min·bsum, then
+    /// `sum += d·dy·isum` and `sum -= dmin·dy·msum` (ggml sums in eight float lanes instead;
+    /// the difference is rounding only).
+    #[inline]
+    fn vec_dot_blocks(w: &[u8], a: &[u8]) -> f32 {
+        let mut sum = 0.0f32;
+        for (x, y) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
+            let (isum, msum) = q4_k_block_sums(x, y);
+            let dy = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+            sum += half_at(x, 0) * dy * isum as f32;
+            sum -= half_at(x, 2) * dy * msum as f32;
+        }
+        sum
+    }
+}
+
+/// One Q4_K block against one Q8_K block: Σ_j scale_j·Σ q·y and Σ_j min_j·bsum (exact).
+#[inline]
+pub(crate) fn q4_k_block_sums(x: &[u8], y: &[u8]) -> (i32, i32) {
+    let scales = &x[4..16];
+    let (mut isum, mut msum) = (0i32, 0i32);
+    for c in 0..4 {
+        let q = &x[16 + 32 * c..48 + 32 * c];
+        let (sc1, m1) = crate::kquants::scale_min_k4(2 * c, scales);
+        let (sc2, m2) = crate::kquants::scale_min_k4(2 * c + 1, scales);
+        let (lo, hi) = (&y[4 + 64 * c..36 + 64 * c], &y[36 + 64 * c..68 + 64 * c]);
+        let d1: i32 = q
+            .iter()
+            .zip(i8s(lo))
+            .map(|(&v, b)| i32::from(v & 0xF) * b)
+            .sum();
+        let d2: i32 = q
+            .iter()
+            .zip(i8s(hi))
+            .map(|(&v, b)| i32::from(v >> 4) * b)
+            .sum();
+        isum += i32::from(sc1) * d1 + i32::from(sc2) * d2;
+        let bs = |k: usize| i32::from(i16::from_le_bytes([y[260 + 2 * k], y[261 + 2 * k]]));
+        msum += i32::from(m1) * (bs(4 * c) + bs(4 * c + 1))
+            + i32::from(m2) * (bs(4 * c + 2) + bs(4 * c + 3));
+    }
+    (isum, msum)
 }
 
 /// Dot product of an F16 weight row (little-endian halves) with activations that are already

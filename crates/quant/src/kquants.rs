@@ -210,7 +210,7 @@ pub fn dequantize_block_q3_k(b: &[u8], y: &mut [f32]) {
 
 /// The 6-bit scale and minimum of sub-block `j` in Q4_K/Q5_K's packed 12 bytes.
 #[inline(always)]
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {

@@ -4,7 +4,7 @@
 
 use ggufy_gguf::GgmlType;
 
-use crate::dot::{BlockFormat, BlockQ4_0, BlockQ6_K, BlockQ8_0, dot_f16};
+use crate::dot::{BlockFormat, BlockQ4_0, BlockQ4_K, BlockQ6_K, BlockQ8_0, dot_f16};
 use crate::simd::Level;
 
 /// Which implementation runs a kernel. All give the same bits; the choice is speed only.
@@ -182,6 +182,22 @@ pub fn q6_k_rows(w: &[u8], row_bytes: usize, act: &[u8], out: &mut [f32], kernel
     let _ = kernel;
     for (o, r) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
         *o = BlockQ6_K::vec_dot_blocks(r, act);
+    }
+}
+
+/// `out[i]` = Q4_K row `i` of `w` · `act`, a Q8_K activation row.
+pub fn q4_k_rows(w: &[u8], row_bytes: usize, act: &[u8], out: &mut [f32], kernel: Kernel) {
+    #[cfg(target_arch = "x86_64")]
+    if kernel != Kernel::Scalar {
+        for (o, r) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
+            // SAFETY: both vector kernels are chosen only on CPUs with AVX2, FMA and F16C.
+            *o = unsafe { x86::dot_q4_k(r, act) };
+        }
+        return;
+    }
+    let _ = kernel;
+    for (o, r) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
+        *o = BlockQ4_K::vec_dot_blocks(r, act);
     }
 }
 
@@ -686,6 +702,67 @@ mod x86 {
         let q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
         let q = _mm_add_ps(q, _mm_movehl_ps(q, q));
         _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)))
+    }
+
+    /// [`crate::dot::BlockQ4_K`]'s dot with AVX2: the same exact integer sums, then the
+    /// reference's float steps.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_q4_k(w: &[u8], a: &[u8]) -> f32 {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let mut sum = 0f32;
+        for (x, y) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
+            let scales = &x[4..16];
+            let mut sc = [0i16; 8];
+            let mut mn = [0i16; 16];
+            for j in 0..8 {
+                let (s, m) = crate::kquants::scale_min_k4(j, scales);
+                sc[j] = i16::from(s);
+                // Each minimum covers two of the sixteen 16-element bsums.
+                mn[2 * j] = i16::from(m);
+                mn[2 * j + 1] = i16::from(m);
+            }
+            let mut acc = _mm256_setzero_si256();
+            // SAFETY: `x` is one 144-byte block and `y` one 292-byte block; every load below
+            // stays within them; `mn` is 32 bytes.
+            let msum = unsafe {
+                for c in 0..4 {
+                    let q = _mm256_loadu_si256(x.as_ptr().add(16 + 32 * c).cast());
+                    let lo = _mm256_and_si256(q, m4);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+                    let ylo = _mm256_loadu_si256(y.as_ptr().add(4 + 64 * c).cast());
+                    let yhi = _mm256_loadu_si256(y.as_ptr().add(36 + 64 * c).cast());
+                    let plo = _mm256_madd_epi16(
+                        _mm256_maddubs_epi16(lo, ylo),
+                        _mm256_set1_epi16(sc[2 * c]),
+                    );
+                    let phi = _mm256_madd_epi16(
+                        _mm256_maddubs_epi16(hi, yhi),
+                        _mm256_set1_epi16(sc[2 * c + 1]),
+                    );
+                    acc = _mm256_add_epi32(acc, _mm256_add_epi32(plo, phi));
+                }
+                let bsums = _mm256_loadu_si256(y.as_ptr().add(260).cast());
+                let mins = _mm256_loadu_si256(mn.as_ptr().cast());
+                hsum_i32(_mm256_madd_epi16(bsums, mins))
+            };
+            let isum = hsum_i32(acc);
+            let dy = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+            sum += crate::fp::half_at(x, 0) * dy * isum as f32;
+            sum -= crate::fp::half_at(x, 2) * dy * msum as f32;
+        }
+        sum
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn hsum_i32(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+        _mm_cvtsi128_si32(s)
     }
 
     /// [`crate::dot::BlockQ6_K`]'s dot with AVX2: exact integer block sums (6-bit codes taken

@@ -4,9 +4,9 @@
 
 use ggufy_gguf::GgmlType;
 use ggufy_quant::dot::{ActQ8_0, ActivationFormat, dot_f16};
-use ggufy_quant::dot::{ActQ8_K, BlockFormat, BlockQ6_K};
+use ggufy_quant::dot::{ActQ8_K, BlockFormat, BlockQ4_K, BlockQ6_K};
 use ggufy_quant::matvec::{
-    Kernel, MAX_TOKENS, f16_rows, f16_rows_multi, q6_k_rows, q8_0_partner_rows,
+    Kernel, MAX_TOKENS, f16_rows, f16_rows_multi, q4_k_rows, q6_k_rows, q8_0_partner_rows,
     q8_0_partner_rows_multi,
 };
 use ggufy_quant::{Rounding, quantize_row};
@@ -232,6 +232,44 @@ proptest! {
                 f16_rows(&wh, xt, &mut want, Kernel::Scalar);
                 prop_assert_eq!(bits(got), bits(&want), "F16 {:?}", k);
             }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn q4_k_kernel_equals_the_reference(
+        (rows, blocks) in (1usize..5, 1usize..4),
+        seed in any::<u64>(),
+        x in prop::collection::vec(edge_value(), 3 * 256),
+    ) {
+        // Arbitrary Q4_K blocks (every code, scale and minimum byte), finite f16 d and dmin.
+        let mut state = seed | 1;
+        let mut next = || { state ^= state << 13; state ^= state >> 7; state ^= state << 17; state };
+        let cols = blocks * 256;
+        let row_bytes = blocks * 144;
+        let mut wq = vec![0u8; rows * row_bytes];
+        for blk in wq.chunks_exact_mut(144) {
+            for b in blk.iter_mut() { *b = next() as u8; }
+            for at in [0, 2] {
+                let d = half::f16::from_f32((next() % 2000) as f32 / 1000.0 - 1.0);
+                blk[at..at + 2].copy_from_slice(&d.to_le_bytes());
+            }
+        }
+        let mut act = vec![0u8; blocks * 292];
+        ActQ8_K::quantize_row(&x[..cols], &mut act).unwrap();
+        let mut plain = vec![0f32; rows];
+        q4_k_rows(&wq, row_bytes, &act, &mut plain, Kernel::Scalar);
+        for (r, got) in plain.iter().enumerate() {
+            let want = BlockQ4_K::vec_dot_blocks(&wq[r * row_bytes..(r + 1) * row_bytes], &act);
+            prop_assert_eq!(got.to_bits(), want.to_bits());
+        }
+        for k in Kernel::available() {
+            let mut fast = vec![0f32; rows];
+            q4_k_rows(&wq, row_bytes, &act, &mut fast, k);
+            prop_assert_eq!(bits(&fast), bits(&plain), "{:?}", k);
         }
     }
 }
