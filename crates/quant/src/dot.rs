@@ -409,10 +409,34 @@ pub fn reduce_f16_lanes(acc: &[f32; 64]) -> f32 {
     for (l, o) in v.iter_mut().enumerate() {
         *o = (acc[l] + acc[32 + l]) + (acc[16 + l] + acc[48 + l]);
     }
+    reduce16(&v)
+}
+
+/// Dot product of an F16 weight row with f16-valued activations in the order of llama.cpp's
+/// batched F16 matmul (llamafile's tinyBLAS, used for two or more tokens when the row length is
+/// a multiple of 16): one 16-lane accumulator over steps of 16, then GCC's
+/// `_mm512_reduce_add_ps` tree. Rows not a multiple of 16 use [`dot_f16`], as llama.cpp does.
+pub fn dot_f16_tiled(w: &[u8], x: &[f32]) -> f32 {
+    let n = x.len().min(w.len() / 2);
+    if !n.is_multiple_of(16) {
+        return dot_f16(w, x);
+    }
+    let mut acc = [0f32; 16];
+    for (wc, xc) in w[..2 * n].chunks_exact(32).zip(x[..n].chunks_exact(16)) {
+        for ((a, wb), &xv) in acc.iter_mut().zip(wc.chunks_exact(2)).zip(xc) {
+            *a += crate::fp::f16_to_f32(u16::from_le_bytes([wb[0], wb[1]])) * xv;
+        }
+    }
+    reduce16(&acc)
+}
+
+/// GCC's `_mm512_reduce_add_ps`: halves added three times, then the last two lanes.
+#[inline]
+pub fn reduce16(a: &[f32; 16]) -> f32 {
     let mut h = [0f32; 8];
     for l in 0..8 {
-        h[l] = v[l] + v[l + 8];
+        h[l] = a[l + 8] + a[l];
     }
-    let q = [h[0] + h[4], h[1] + h[5], h[2] + h[6], h[3] + h[7]];
+    let q = [h[4] + h[0], h[5] + h[1], h[6] + h[2], h[7] + h[3]];
     (q[0] + q[2]) + (q[1] + q[3])
 }

@@ -185,6 +185,44 @@ pub fn q6_k_rows(w: &[u8], row_bytes: usize, act: &[u8], out: &mut [f32], kernel
     }
 }
 
+/// A batch's F16 rows (`outs[t][i]` = row `i` · `xs[t]`) in llama.cpp's batched order
+/// ([`crate::dot::dot_f16_tiled`]): `w` holds `outs[t].len()` rows, a multiple of 4, and every
+/// `xs[t]` holds f16 values. Four rows by up to four tokens share each load.
+pub fn f16_rows_tiled(w: &[u8], xs: &[&[f32]], outs: &mut [&mut [f32]], kernel: Kernel) {
+    let cols = xs.first().map_or(0, |x| x.len());
+    let n = outs.first().map_or(0, |o| o.len());
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Avx512Vnni
+        && cols.is_multiple_of(16)
+        && n.is_multiple_of(4)
+        && !xs.is_empty()
+        && xs.len() <= MAX_TOKENS
+        && xs.len() == outs.len()
+        && xs.iter().all(|x| x.len() == cols)
+        && outs.iter().all(|o| o.len() == n)
+        && w.len() >= 2 * cols * n
+    {
+        for r in (0..n).step_by(4) {
+            let mut res = [[0f32; MAX_TOKENS]; 4];
+            // SAFETY: `Kernel::Avx512Vnni` is chosen only on CPUs with its features; rows
+            // r..r+4 are within `w` and every activation has `cols` values.
+            unsafe { x86::dot_f16_tiled_4rows(&w[2 * cols * r..2 * cols * (r + 4)], xs, &mut res) };
+            for (t, o) in outs.iter_mut().enumerate() {
+                for k in 0..4 {
+                    o[r + k] = res[k][t];
+                }
+            }
+        }
+        return;
+    }
+    let _ = kernel;
+    for (x, o) in xs.iter().zip(outs.iter_mut()) {
+        for (i, v) in o.iter_mut().enumerate() {
+            *v = crate::dot::dot_f16_tiled(&w[2 * cols * i..2 * cols * (i + 1)], x);
+        }
+    }
+}
+
 /// `out[i]` = Q4_K row `i` of `w` · `act`, a Q8_K activation row.
 pub fn q4_k_rows(w: &[u8], row_bytes: usize, act: &[u8], out: &mut [f32], kernel: Kernel) {
     #[cfg(target_arch = "x86_64")]
@@ -702,6 +740,51 @@ mod x86 {
         let q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
         let q = _mm_add_ps(q, _mm_movehl_ps(q, q));
         _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)))
+    }
+
+    /// Four F16 rows (contiguous in `w`) against up to four activations in tinyBLAS's order:
+    /// one 16-lane accumulator per row and token.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F, FMA and F16C; `w` holds four rows of `xs[0].len()` halves,
+    /// a multiple of 16, and every `xs[t]` has that length.
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    pub unsafe fn dot_f16_tiled_4rows(w: &[u8], xs: &[&[f32]], out: &mut [[f32; 4]; 4]) {
+        let nt = xs.len().min(4);
+        let cols = xs[0].len();
+        let mut acc = [[_mm512_setzero_ps(); 4]; 4];
+        for l in (0..cols).step_by(16) {
+            // SAFETY: l + 16 <= cols for each of the four rows and every activation.
+            unsafe {
+                let wv: [__m512; 4] = std::array::from_fn(|r| {
+                    _mm512_cvtph_ps(_mm256_loadu_si256(
+                        w.as_ptr().add(2 * (r * cols + l)).cast(),
+                    ))
+                });
+                for t in 0..nt {
+                    let xv = _mm512_loadu_ps(xs[t].as_ptr().add(l));
+                    for r in 0..4 {
+                        acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+                    }
+                }
+            }
+        }
+        for r in 0..4 {
+            for t in 0..nt {
+                out[r][t] = reduce16_512(acc[r][t]);
+            }
+        }
+    }
+
+    /// GCC's `_mm512_reduce_add_ps` order, spelled out (Rust's may differ).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2")]
+    fn reduce16_512(v: __m512) -> f32 {
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+        let t3 = _mm256_add_ps(hi, _mm512_castps512_ps256(v));
+        let t6 = _mm_add_ps(_mm256_extractf128_ps::<1>(t3), _mm256_castps256_ps128(t3));
+        let t8 = _mm_add_ps(t6, _mm_shuffle_ps::<0b01_00_11_10>(t6, t6));
+        _mm_cvtss_f32(_mm_add_ss(t8, _mm_movehdup_ps(t8)))
     }
 
     /// [`crate::dot::BlockQ4_K`]'s dot with AVX2: the same exact integer sums, then the

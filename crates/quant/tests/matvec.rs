@@ -4,10 +4,10 @@
 
 use ggufy_gguf::GgmlType;
 use ggufy_quant::dot::{ActQ8_0, ActivationFormat, dot_f16};
-use ggufy_quant::dot::{ActQ8_K, BlockFormat, BlockQ4_K, BlockQ6_K};
+use ggufy_quant::dot::{ActQ8_K, BlockFormat, BlockQ4_K, BlockQ6_K, dot_f16_tiled};
 use ggufy_quant::matvec::{
-    Kernel, MAX_TOKENS, f16_rows, f16_rows_multi, q4_k_rows, q6_k_rows, q8_0_partner_rows,
-    q8_0_partner_rows_multi,
+    Kernel, MAX_TOKENS, f16_rows, f16_rows_multi, f16_rows_tiled, q4_k_rows, q6_k_rows,
+    q8_0_partner_rows, q8_0_partner_rows_multi,
 };
 use ggufy_quant::{Rounding, quantize_row};
 use proptest::prelude::*;
@@ -270,6 +270,40 @@ proptest! {
             let mut fast = vec![0f32; rows];
             q4_k_rows(&wq, row_bytes, &act, &mut fast, k);
             prop_assert_eq!(bits(&fast), bits(&plain), "{:?}", k);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn tiled_f16_kernel_equals_the_reference(
+        (quads, steps, tokens) in (1usize..5, 1usize..12, 1usize..=MAX_TOKENS),
+        w in prop::collection::vec(edge_value(), 16 * 11 * 16),
+        x in prop::collection::vec(edge_value(), MAX_TOKENS * 11 * 16),
+    ) {
+        let (rows, cols) = (4 * quads, 16 * steps);
+        let wh: Vec<u8> = w[..rows * cols]
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect();
+        let xs: Vec<Vec<f32>> = x
+            .chunks_exact(cols)
+            .take(tokens)
+            .map(|c| c.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect())
+            .collect();
+        let x_refs: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
+        for k in Kernel::available() {
+            let mut outs = vec![vec![0f32; rows]; tokens];
+            let mut out_refs: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
+            f16_rows_tiled(&wh, &x_refs, &mut out_refs, k);
+            for (xt, got) in xs.iter().zip(&outs) {
+                for (r, g) in got.iter().enumerate() {
+                    let want = dot_f16_tiled(&wh[2 * cols * r..2 * cols * (r + 1)], xt);
+                    prop_assert_eq!(g.to_bits(), want.to_bits(), "{:?} row {}", k, r);
+                }
+            }
         }
     }
 }

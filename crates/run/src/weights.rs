@@ -289,6 +289,12 @@ impl<'a> Matrix<'a> {
                     })
                     .collect();
                 match x {
+                    // llama.cpp multiplies batches of F16 rows with tinyBLAS (rows a multiple of
+                    // 4, columns of 16), whose order differs from its one-token dot.
+                    Some(x) if self.rows.is_multiple_of(4) && self.cols.is_multiple_of(16) => {
+                        matvec::f16_rows_tiled(w, &x, &mut outs, kernel);
+                        true
+                    }
                     Some(x) => {
                         matvec::f16_rows_multi(w, &x, &mut outs, kernel);
                         true

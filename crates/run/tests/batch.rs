@@ -1,6 +1,7 @@
-//! Batched evaluation must give exactly what token-by-token evaluation gives, at every fixture
-//! architecture and weight type, with the vector kernels and without: the batch only changes
-//! how often each weight is read.
+//! Batched evaluation against token-by-token evaluation at every fixture architecture and
+//! weight type. For quantized weights the batch only changes how often each weight is read, so
+//! the logits are identical; F16 batches follow llama.cpp's batched (tinyBLAS) summation order,
+//! which differs from its one-token order in rounding only.
 
 use std::path::{Path, PathBuf};
 
@@ -39,7 +40,7 @@ fn bits(v: &[f32]) -> Vec<u32> {
 }
 
 #[test]
-fn batched_and_stepwise_evaluation_agree_bit_for_bit() {
+fn batched_and_stepwise_evaluation_agree() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/hf");
     let tmp = tempfile::tempdir().unwrap();
     let tokens: Vec<u32> = (0..70u32).map(|i| 1 + (i * 37) % 250).collect();
@@ -55,18 +56,36 @@ fn batched_and_stepwise_evaluation_agree_bit_for_bit() {
             let mut stepwise = Session::new(&model, 128);
             for (i, &tok) in tokens.iter().enumerate() {
                 let logits = stepwise.step(tok).unwrap();
-                assert_eq!(
-                    bits(&logits),
-                    bits(&all[i * n_vocab..(i + 1) * n_vocab]),
-                    "{arch} {t}: token {i}"
-                );
+                let batch = &all[i * n_vocab..(i + 1) * n_vocab];
+                if t == "f16" {
+                    let worst = logits
+                        .iter()
+                        .zip(batch)
+                        .map(|(a, b)| (a - b).abs() / (1.0 + a.abs()))
+                        .fold(0f32, f32::max);
+                    assert!(worst < 1e-3, "{arch} {t}: token {i} differs by {worst}");
+                } else {
+                    assert!(bits(&logits) == bits(batch), "{arch} {t}: token {i}");
+                }
             }
+            // eval keeps only the last row for the output matrix, a one-row product (as
+            // llama.cpp computes only the logits it is asked for).
             let mut last = Session::new(&model, 128);
-            assert_eq!(
-                bits(&last.eval(&tokens).unwrap()),
-                bits(&all[(tokens.len() - 1) * n_vocab..]),
-                "{arch} {t}: eval's last logits"
-            );
+            let got = last.eval(&tokens).unwrap();
+            let want = &all[(tokens.len() - 1) * n_vocab..];
+            if t == "f16" {
+                let worst = got
+                    .iter()
+                    .zip(want)
+                    .map(|(a, b)| (a - b).abs() / (1.0 + a.abs()))
+                    .fold(0f32, f32::max);
+                assert!(
+                    worst < 1e-3,
+                    "{arch} {t}: eval's last logits differ by {worst}"
+                );
+            } else {
+                assert!(bits(&got) == bits(want), "{arch} {t}: eval's last logits");
+            }
         }
     }
 }
