@@ -190,6 +190,7 @@ pub fn q6_k_rows(w: &[u8], row_bytes: usize, act: &[u8], out: &mut [f32], kernel
 /// `xs[t]` holds f16 values. Four rows by up to four tokens share each load.
 pub fn f16_rows_tiled(w: &[u8], xs: &[&[f32]], outs: &mut [&mut [f32]], kernel: Kernel) {
     let cols = xs.first().map_or(0, |x| x.len());
+    #[cfg(target_arch = "x86_64")]
     let n = outs.first().map_or(0, |o| o.len());
     #[cfg(target_arch = "x86_64")]
     if kernel == Kernel::Avx512Vnni
