@@ -1,13 +1,15 @@
-//! Many weight rows against one activation row: the runner's inner loop. The vector kernels for
-//! the formats models ship in (Q4_0, Q8_0, F16) work on eight rows at a time and give exactly the
-//! scalar references' results ([`crate::dot`]); tests check them on random and edge rows.
+//! Many weight rows against one activation row (and batches of them): the runner's inner loop.
+//! x86-64 kernels (AVX2, AVX-512 VNNI) cover Q4_0, Q8_0, Q4_K, Q6_K and F16, AArch64 NEON ones
+//! Q4_0 and Q8_0; every kernel gives exactly the scalar references' results ([`crate::dot`]),
+//! which tests check on random and edge rows.
 
 use ggufy_gguf::GgmlType;
 
 use crate::dot::{BlockFormat, BlockQ4_0, BlockQ4_K, BlockQ6_K, BlockQ8_0, dot_f16};
 use crate::simd::Level;
 
-/// Which implementation runs a kernel. All give the same bits; the choice is speed only.
+/// Which implementation runs a kernel. All give the same bits; the choice is speed only. A
+/// kernel the CPU cannot run is never used: the functions fall back to the best one it can.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
     /// The scalar references of [`crate::dot`].
@@ -16,29 +18,57 @@ pub enum Kernel {
     Avx2,
     /// x86-64 AVX-512 with VNNI (plus AVX2, FMA and F16C).
     Avx512Vnni,
+    /// AArch64 NEON (Q4_0 and Q8_0; other formats use the references there).
+    Neon,
 }
 
 impl Kernel {
     /// The fastest kernel this CPU runs within `level` (`Level::Scalar` forces the reference).
     pub fn best(level: Level) -> Kernel {
-        match level {
+        let k = match level {
             #[cfg(target_arch = "x86_64")]
             Level::Avx2 if x86::has_avx512_vnni() => Kernel::Avx512Vnni,
             Level::Avx2 => Kernel::Avx2,
-            _ => Kernel::Scalar,
-        }
+            Level::Neon => Kernel::Neon,
+            Level::Scalar => Kernel::Scalar,
+        };
+        if k.runs_here() { k } else { Kernel::Scalar }
     }
 
     /// Every kernel this CPU can run, for tests that compare them.
     pub fn available() -> Vec<Kernel> {
-        let mut k = vec![Kernel::Scalar];
-        if crate::simd::level() == Level::Avx2 {
-            k.push(Kernel::Avx2);
-            if Kernel::best(Level::Avx2) == Kernel::Avx512Vnni {
-                k.push(Kernel::Avx512Vnni);
-            }
+        [
+            Kernel::Scalar,
+            Kernel::Avx2,
+            Kernel::Avx512Vnni,
+            Kernel::Neon,
+        ]
+        .into_iter()
+        .filter(|k| k.runs_here())
+        .collect()
+    }
+
+    /// Whether this CPU has the kernel's instructions (and `GGUFY_FORCE_SCALAR` is not set).
+    pub fn runs_here(self) -> bool {
+        static HERE: std::sync::OnceLock<[bool; 4]> = std::sync::OnceLock::new();
+        let here = HERE.get_or_init(|| {
+            let level = crate::simd::level();
+            #[cfg(target_arch = "x86_64")]
+            let wide = level == Level::Avx2 && x86::has_avx512_vnni();
+            #[cfg(not(target_arch = "x86_64"))]
+            let wide = false;
+            [true, level == Level::Avx2, wide, level == Level::Neon]
+        });
+        here[self as usize]
+    }
+
+    /// This kernel, or the best one the CPU runs if it lacks this one's instructions.
+    fn usable(self) -> Kernel {
+        if self.runs_here() {
+            self
+        } else {
+            Kernel::best(crate::simd::level())
         }
-        k
     }
 }
 
@@ -52,6 +82,7 @@ pub fn q8_0_partner_rows(
     out: &mut [f32],
     kernel: Kernel,
 ) -> bool {
+    let kernel = kernel.usable();
     if !matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0) || w.len() < out.len() * row_bytes {
         return false;
     }
@@ -70,6 +101,20 @@ pub fn q8_0_partner_rows(
                 (_, true) => x86::rows_q8_0_vnni(w, row_bytes, act, out),
                 (_, false) => x86::rows_q8_0_partner::<false>(w, row_bytes, act, out),
             }
+        }
+        return true;
+    }
+    #[cfg(target_arch = "aarch64")]
+    if kernel == Kernel::Neon {
+        for (o, r) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
+            // SAFETY: `Kernel::Neon` runs only where NEON is present (`usable`).
+            *o = unsafe {
+                if ty == GgmlType::Q4_0 {
+                    arm::dot_q4_0(r, act)
+                } else {
+                    arm::dot_q8_0(r, act)
+                }
+            };
         }
         return true;
     }
@@ -99,6 +144,7 @@ pub fn q8_0_partner_rows_multi(
     outs: &mut [&mut [f32]],
     kernel: Kernel,
 ) -> bool {
+    let kernel = kernel.usable();
     let n = outs.first().map_or(0, |o| o.len());
     if !matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0)
         || acts.is_empty()
@@ -143,6 +189,7 @@ pub fn q8_0_partner_rows_multi(
 /// [`f16_rows`] for up to [`MAX_TOKENS`] activation rows at once: each weight vector is
 /// converted once for all of them; every result equals the one-row kernel's.
 pub fn f16_rows_multi(w: &[u8], xs: &[&[f32]], outs: &mut [&mut [f32]], kernel: Kernel) {
+    let kernel = kernel.usable();
     #[cfg(target_arch = "x86_64")]
     let cols = xs.first().map_or(0, |x| x.len());
     #[cfg(target_arch = "x86_64")]
@@ -171,6 +218,7 @@ pub fn f16_rows_multi(w: &[u8], xs: &[&[f32]], outs: &mut [&mut [f32]], kernel: 
 
 /// `out[i]` = Q6_K row `i` of `w` · `act`, a Q8_K activation row.
 pub fn q6_k_rows(w: &[u8], row_bytes: usize, act: &[u8], out: &mut [f32], kernel: Kernel) {
+    let kernel = kernel.usable();
     #[cfg(target_arch = "x86_64")]
     if kernel != Kernel::Scalar {
         for (o, r) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
@@ -189,6 +237,7 @@ pub fn q6_k_rows(w: &[u8], row_bytes: usize, act: &[u8], out: &mut [f32], kernel
 /// ([`crate::dot::dot_f16_tiled`]): `w` holds `outs[t].len()` rows, a multiple of 4, and every
 /// `xs[t]` holds f16 values. Four rows by up to four tokens share each load.
 pub fn f16_rows_tiled(w: &[u8], xs: &[&[f32]], outs: &mut [&mut [f32]], kernel: Kernel) {
+    let kernel = kernel.usable();
     let cols = xs.first().map_or(0, |x| x.len());
     #[cfg(target_arch = "x86_64")]
     let n = outs.first().map_or(0, |o| o.len());
@@ -226,6 +275,7 @@ pub fn f16_rows_tiled(w: &[u8], xs: &[&[f32]], outs: &mut [&mut [f32]], kernel: 
 
 /// `out[i]` = Q4_K row `i` of `w` · `act`, a Q8_K activation row.
 pub fn q4_k_rows(w: &[u8], row_bytes: usize, act: &[u8], out: &mut [f32], kernel: Kernel) {
+    let kernel = kernel.usable();
     #[cfg(target_arch = "x86_64")]
     if kernel != Kernel::Scalar {
         for (o, r) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
@@ -244,6 +294,7 @@ pub fn q4_k_rows(w: &[u8], row_bytes: usize, act: &[u8], out: &mut [f32], kernel
 /// exactly representable as f16), as the runner's converted activations do: the kernels then
 /// fuse the multiply-add with the same result.
 pub fn f16_rows(w: &[u8], x: &[f32], out: &mut [f32], kernel: Kernel) {
+    let kernel = kernel.usable();
     let row_bytes = 2 * x.len();
     #[cfg(target_arch = "x86_64")]
     if kernel != Kernel::Scalar {
@@ -262,6 +313,72 @@ pub fn f16_rows(w: &[u8], x: &[f32], out: &mut [f32], kernel: Kernel) {
     let _ = kernel;
     for (o, r) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
         *o = dot_f16(r, x);
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod arm {
+    use std::arch::aarch64::*;
+
+    use crate::fp::half_at;
+
+    /// `acc` plus the exact products of 16 signed byte pairs (i16 products, pairwise into i32).
+    #[inline]
+    #[target_feature(enable = "neon")]
+    fn dot16(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+        let lo = vmull_s8(vget_low_s8(a), vget_low_s8(b));
+        let hi = vmull_high_s8(a, b);
+        vpadalq_s16(vpadalq_s16(acc, lo), hi)
+    }
+
+    /// [`crate::dot::BlockQ8_0`]'s dot with NEON: the exact block sum, then the reference's
+    /// fused multiply-add.
+    ///
+    /// # Safety
+    /// The CPU must have NEON; `w` and `a` hold whole 34-byte blocks.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot_q8_0(w: &[u8], a: &[u8]) -> f32 {
+        let mut sum = 0f32;
+        for (x, y) in w.chunks_exact(34).zip(a.chunks_exact(34)) {
+            // SAFETY: each block holds 32 codes from offset 2.
+            let (x0, x1, y0, y1) = unsafe {
+                (
+                    vld1q_s8(x.as_ptr().add(2).cast()),
+                    vld1q_s8(x.as_ptr().add(18).cast()),
+                    vld1q_s8(y.as_ptr().add(2).cast()),
+                    vld1q_s8(y.as_ptr().add(18).cast()),
+                )
+            };
+            let isum = vaddvq_s32(dot16(dot16(vdupq_n_s32(0), x0, y0), x1, y1));
+            sum = (isum as f32).mul_add(half_at(x, 0) * half_at(y, 0), sum);
+        }
+        sum
+    }
+
+    /// [`crate::dot::BlockQ4_0`]'s dot with NEON.
+    ///
+    /// # Safety
+    /// The CPU must have NEON; `w` holds whole 18-byte blocks and `a` as many 34-byte ones.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot_q4_0(w: &[u8], a: &[u8]) -> f32 {
+        let mut sum = 0f32;
+        let eight = vdupq_n_s8(8);
+        for (x, y) in w.chunks_exact(18).zip(a.chunks_exact(34)) {
+            // SAFETY: the weight block holds 16 packed bytes from offset 2, the activation
+            // block 32 codes from offset 2.
+            let (raw, y0, y1) = unsafe {
+                (
+                    vld1q_u8(x.as_ptr().add(2)),
+                    vld1q_s8(y.as_ptr().add(2).cast()),
+                    vld1q_s8(y.as_ptr().add(18).cast()),
+                )
+            };
+            let lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(raw, vdupq_n_u8(0x0F))), eight);
+            let hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8::<4>(raw)), eight);
+            let isum = vaddvq_s32(dot16(dot16(vdupq_n_s32(0), lo, y0), hi, y1));
+            sum = (isum as f32).mul_add(half_at(x, 0) * half_at(y, 0), sum);
+        }
+        sum
     }
 }
 
