@@ -196,6 +196,10 @@ pub struct BlockQ6_K;
 #[derive(Debug)]
 #[allow(non_camel_case_types)] // ggml's type name
 pub struct BlockQ4_K;
+/// Q5_K weights.
+#[derive(Debug)]
+#[allow(non_camel_case_types)] // ggml's type name
+pub struct BlockQ5_K;
 
 #[inline(always)]
 fn i8s(b: &[u8]) -> impl Iterator<Item = i32> + '_ {
@@ -347,6 +351,52 @@ impl BlockFormat for BlockQ4_K {
         }
         sum
     }
+}
+
+impl BlockFormat for BlockQ5_K {
+    const TYPE: GgmlType = GgmlType::Q5_K;
+    type Activation = ActQ8_K;
+    /// As [`BlockQ4_K`]'s, with the fifth bit of each code from `qh`.
+    #[inline]
+    fn vec_dot_blocks(w: &[u8], a: &[u8]) -> f32 {
+        let mut sum = 0.0f32;
+        for (x, y) in w.chunks_exact(176).zip(a.chunks_exact(292)) {
+            let (isum, msum) = q5_k_block_sums(x, y);
+            let dy = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+            sum += half_at(x, 0) * dy * isum as f32;
+            sum -= half_at(x, 2) * dy * msum as f32;
+        }
+        sum
+    }
+}
+
+/// One Q5_K block against one Q8_K block: Σ_j scale_j·Σ q·y and Σ_j min_j·bsum (exact).
+#[inline]
+pub(crate) fn q5_k_block_sums(x: &[u8], y: &[u8]) -> (i32, i32) {
+    let scales = &x[4..16];
+    let qh = &x[16..48];
+    let (mut isum, mut msum) = (0i32, 0i32);
+    for c in 0..4 {
+        let q = &x[48 + 32 * c..80 + 32 * c];
+        let (sc1, m1) = crate::kquants::scale_min_k4(2 * c, scales);
+        let (sc2, m2) = crate::kquants::scale_min_k4(2 * c + 1, scales);
+        let (lo, hi) = (&y[4 + 64 * c..36 + 64 * c], &y[36 + 64 * c..68 + 64 * c]);
+        let code = |l: usize, high: bool| {
+            let (nib, bit) = if high {
+                (q[l] >> 4, (qh[l] >> (2 * c + 1)) & 1)
+            } else {
+                (q[l] & 0xF, (qh[l] >> (2 * c)) & 1)
+            };
+            i32::from(nib | (bit << 4))
+        };
+        let d1: i32 = i8s(lo).enumerate().map(|(l, b)| code(l, false) * b).sum();
+        let d2: i32 = i8s(hi).enumerate().map(|(l, b)| code(l, true) * b).sum();
+        isum += i32::from(sc1) * d1 + i32::from(sc2) * d2;
+        let bs = |k: usize| i32::from(i16::from_le_bytes([y[260 + 2 * k], y[261 + 2 * k]]));
+        msum += i32::from(m1) * (bs(4 * c) + bs(4 * c + 1))
+            + i32::from(m2) * (bs(4 * c + 2) + bs(4 * c + 3));
+    }
+    (isum, msum)
 }
 
 /// One Q4_K block against one Q8_K block: Σ_j scale_j·Σ q·y and Σ_j min_j·bsum (exact).

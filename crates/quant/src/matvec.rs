@@ -5,7 +5,7 @@
 
 use ggufy_gguf::GgmlType;
 
-use crate::dot::{BlockFormat, BlockQ4_0, BlockQ4_K, BlockQ6_K, BlockQ8_0, dot_f16};
+use crate::dot::{BlockFormat, BlockQ4_0, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_0, dot_f16};
 use crate::simd::Level;
 
 /// Which implementation runs a kernel. All give the same bits; the choice is speed only. A
@@ -270,6 +270,23 @@ pub fn f16_rows_tiled(w: &[u8], xs: &[&[f32]], outs: &mut [&mut [f32]], kernel: 
         for (i, v) in o.iter_mut().enumerate() {
             *v = crate::dot::dot_f16_tiled(&w[2 * cols * i..2 * cols * (i + 1)], x);
         }
+    }
+}
+
+/// `out[i]` = Q5_K row `i` of `w` · `act`, a Q8_K activation row.
+pub fn q5_k_rows(w: &[u8], row_bytes: usize, act: &[u8], out: &mut [f32], kernel: Kernel) {
+    let kernel = kernel.usable();
+    #[cfg(target_arch = "x86_64")]
+    if matches!(kernel, Kernel::Avx2 | Kernel::Avx512Vnni) {
+        for (o, r) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
+            // SAFETY: both x86 vector kernels run only on CPUs with AVX2, FMA and F16C.
+            *o = unsafe { x86::dot_q5_k(r, act) };
+        }
+        return;
+    }
+    let _ = kernel;
+    for (o, r) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
+        *o = BlockQ5_K::vec_dot_blocks(r, act);
     }
 }
 
@@ -903,6 +920,64 @@ mod x86 {
         let t6 = _mm_add_ps(_mm256_extractf128_ps::<1>(t3), _mm256_castps256_ps128(t3));
         let t8 = _mm_add_ps(t6, _mm_shuffle_ps::<0b01_00_11_10>(t6, t6));
         _mm_cvtss_f32(_mm_add_ss(t8, _mm_movehdup_ps(t8)))
+    }
+
+    /// [`crate::dot::BlockQ5_K`]'s dot with AVX2: the same exact integer sums, then the
+    /// reference's float steps.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_q5_k(w: &[u8], a: &[u8]) -> f32 {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let one = _mm256_set1_epi8(1);
+        let mut sum = 0f32;
+        for (x, y) in w.chunks_exact(176).zip(a.chunks_exact(292)) {
+            let scales = &x[4..16];
+            let mut sc = [0i16; 8];
+            let mut mn = [0i16; 16];
+            for j in 0..8 {
+                let (s, m) = crate::kquants::scale_min_k4(j, scales);
+                sc[j] = i16::from(s);
+                mn[2 * j] = i16::from(m);
+                mn[2 * j + 1] = i16::from(m);
+            }
+            let mut acc = _mm256_setzero_si256();
+            // SAFETY: `x` is one 176-byte block and `y` one 292-byte block; every load below
+            // stays within them; `mn` is 32 bytes.
+            let msum = unsafe {
+                let mut qh = _mm256_loadu_si256(x.as_ptr().add(16).cast());
+                for c in 0..4 {
+                    let q = _mm256_loadu_si256(x.as_ptr().add(48 + 32 * c).cast());
+                    // Bit 2c of each qh byte tops the low nibble, bit 2c + 1 the high one;
+                    // `qh` is shifted right by two per chunk.
+                    let b1 = _mm256_slli_epi16::<4>(_mm256_and_si256(qh, one));
+                    let b2 = _mm256_slli_epi16::<3>(_mm256_and_si256(qh, _mm256_set1_epi8(2)));
+                    qh = _mm256_srli_epi16::<2>(qh);
+                    let lo = _mm256_or_si256(_mm256_and_si256(q, m4), b1);
+                    let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q), m4), b2);
+                    let ylo = _mm256_loadu_si256(y.as_ptr().add(4 + 64 * c).cast());
+                    let yhi = _mm256_loadu_si256(y.as_ptr().add(36 + 64 * c).cast());
+                    let plo = _mm256_madd_epi16(
+                        _mm256_maddubs_epi16(lo, ylo),
+                        _mm256_set1_epi16(sc[2 * c]),
+                    );
+                    let phi = _mm256_madd_epi16(
+                        _mm256_maddubs_epi16(hi, yhi),
+                        _mm256_set1_epi16(sc[2 * c + 1]),
+                    );
+                    acc = _mm256_add_epi32(acc, _mm256_add_epi32(plo, phi));
+                }
+                let bsums = _mm256_loadu_si256(y.as_ptr().add(260).cast());
+                let mins = _mm256_loadu_si256(mn.as_ptr().cast());
+                hsum_i32(_mm256_madd_epi16(bsums, mins))
+            };
+            let isum = hsum_i32(acc);
+            let dy = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+            sum += crate::fp::half_at(x, 0) * dy * isum as f32;
+            sum -= crate::fp::half_at(x, 2) * dy * msum as f32;
+        }
+        sum
     }
 
     /// [`crate::dot::BlockQ4_K`]'s dot with AVX2: the same exact integer sums, then the

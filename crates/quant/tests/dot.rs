@@ -7,7 +7,7 @@ use common::{fixtures, rows};
 use ggufy_gguf::GgmlType;
 use ggufy_quant::dot::{
     ActQ8_0, ActQ8_1, ActQ8_K, ActivationFormat, BlockFormat, BlockQ4_0, BlockQ4_1, BlockQ4_K,
-    BlockQ5_0, BlockQ5_1, BlockQ6_K, BlockQ8_0,
+    BlockQ5_0, BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0,
 };
 use ggufy_quant::{Rounding, dequantize_row};
 use proptest::prelude::*;
@@ -157,6 +157,7 @@ fn dots_match_ggml_vec_dot() {
     matches_ggml_dots::<BlockQ5_1>();
     matches_ggml_dots::<BlockQ6_K>();
     matches_ggml_dots::<BlockQ4_K>();
+    matches_ggml_dots::<BlockQ5_K>();
 }
 
 fn finite_row(n: usize) -> impl Strategy<Value = Vec<f32>> {

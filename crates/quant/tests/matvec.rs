@@ -4,9 +4,9 @@
 
 use ggufy_gguf::GgmlType;
 use ggufy_quant::dot::{ActQ8_0, ActivationFormat, dot_f16};
-use ggufy_quant::dot::{ActQ8_K, BlockFormat, BlockQ4_K, BlockQ6_K, dot_f16_tiled};
+use ggufy_quant::dot::{ActQ8_K, BlockFormat, BlockQ4_K, BlockQ5_K, BlockQ6_K, dot_f16_tiled};
 use ggufy_quant::matvec::{
-    Kernel, MAX_TOKENS, f16_rows, f16_rows_multi, f16_rows_tiled, q4_k_rows, q6_k_rows,
+    Kernel, MAX_TOKENS, f16_rows, f16_rows_multi, f16_rows_tiled, q4_k_rows, q5_k_rows, q6_k_rows,
     q8_0_partner_rows, q8_0_partner_rows_multi,
 };
 use ggufy_quant::{Rounding, quantize_row};
@@ -240,7 +240,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
 
     #[test]
-    fn q4_k_kernel_equals_the_reference(
+    fn q4_k_and_q5_k_kernels_equal_the_reference(
         (rows, blocks) in (1usize..5, 1usize..4),
         seed in any::<u64>(),
         x in prop::collection::vec(edge_value(), 3 * 256),
@@ -260,6 +260,27 @@ proptest! {
         }
         let mut act = vec![0u8; blocks * 292];
         ActQ8_K::quantize_row(&x[..cols], &mut act).unwrap();
+        // Q5_K: the same kind of arbitrary blocks, 176 bytes each.
+        let row5 = blocks * 176;
+        let mut w5 = vec![0u8; rows * row5];
+        for blk in w5.chunks_exact_mut(176) {
+            for b in blk.iter_mut() { *b = next() as u8; }
+            for at in [0, 2] {
+                let d = half::f16::from_f32((next() % 2000) as f32 / 1000.0 - 1.0);
+                blk[at..at + 2].copy_from_slice(&d.to_le_bytes());
+            }
+        }
+        let mut plain5 = vec![0f32; rows];
+        q5_k_rows(&w5, row5, &act, &mut plain5, Kernel::Scalar);
+        for (r, got) in plain5.iter().enumerate() {
+            let want = BlockQ5_K::vec_dot_blocks(&w5[r * row5..(r + 1) * row5], &act);
+            prop_assert_eq!(got.to_bits(), want.to_bits());
+        }
+        for k in Kernel::available() {
+            let mut fast = vec![0f32; rows];
+            q5_k_rows(&w5, row5, &act, &mut fast, k);
+            prop_assert_eq!(bits(&fast), bits(&plain5), "Q5_K {:?}", k);
+        }
         let mut plain = vec![0f32; rows];
         q4_k_rows(&wq, row_bytes, &act, &mut plain, Kernel::Scalar);
         for (r, got) in plain.iter().enumerate() {

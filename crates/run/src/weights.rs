@@ -4,7 +4,7 @@
 use ggufy_gguf::GgmlType;
 use ggufy_quant::dot::{ActQ8_0, ActQ8_1, ActQ8_K, ActivationFormat, BlockFormat};
 use ggufy_quant::dot::{
-    BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1, BlockQ6_K, BlockQ8_0,
+    BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0,
 };
 use ggufy_quant::fp::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 use ggufy_quant::matvec::{self, Kernel};
@@ -176,7 +176,7 @@ impl<'a> Matrix<'a> {
             Storage::Ggml(GgmlType::Q4_1 | GgmlType::Q5_1) => {
                 Activation::Q8_1(quant(ActQ8_1::quantize_row, GgmlType::Q8_1))
             }
-            Storage::Ggml(GgmlType::Q6_K | GgmlType::Q4_K) => {
+            Storage::Ggml(GgmlType::Q6_K | GgmlType::Q4_K | GgmlType::Q5_K) => {
                 Activation::Q8K(quant(ActQ8_K::quantize_row, GgmlType::Q8_K))
             }
             _ => Activation::F32(x.to_vec()),
@@ -212,6 +212,7 @@ impl<'a> Matrix<'a> {
             (Storage::Ggml(GgmlType::Q5_1), Activation::Q8_1(a)) => BlockQ5_1::vec_dot_blocks(w, a),
             (Storage::Ggml(GgmlType::Q6_K), Activation::Q8K(a)) => BlockQ6_K::vec_dot_blocks(w, a),
             (Storage::Ggml(GgmlType::Q4_K), Activation::Q8K(a)) => BlockQ4_K::vec_dot_blocks(w, a),
+            (Storage::Ggml(GgmlType::Q5_K), Activation::Q8K(a)) => BlockQ5_K::vec_dot_blocks(w, a),
             (_, Activation::F32(x)) => {
                 scratch.resize(self.cols, 0.0);
                 self.row_f32(r, scratch);
@@ -248,6 +249,10 @@ impl<'a> Matrix<'a> {
             }
             (Storage::Ggml(GgmlType::Q4_K), Activation::Q8K(a)) => {
                 matvec::q4_k_rows(w, rb, a, out, kernel);
+                return;
+            }
+            (Storage::Ggml(GgmlType::Q5_K), Activation::Q8K(a)) => {
+                matvec::q5_k_rows(w, rb, a, out, kernel);
                 return;
             }
             (Storage::Ggml(GgmlType::F16), Activation::F16(x)) => {
