@@ -1,0 +1,120 @@
+//! The logits after a prompt against llama.cpp's (`fixtures/golden/run/logits.json`, made by
+//! `fixtures/make_logits_goldens.py` with `fixtures/llama_logits_ref.c`, llama.cpp's plain CPU
+//! kernels) on every fixture architecture at F16, Q8_0 and Q4_0: the prompt's first token alone,
+//! and the whole prompt in one batch.
+//!
+//! One token: both runners take their one-token paths, which ggufy follows operation for
+//! operation (activation quantization, block sums, F16 lane order): the logits must agree to
+//! 10⁻⁵ of their scale (measured: about 10⁻⁷).
+//!
+//! Whole prompt: llama.cpp's batched kernels sum in other orders (tinyBLAS tiles) and its flash
+//! attention accumulates V in f16. For F16 that moves logits by a few 10⁻⁴ of their scale
+//! (allowed: 2·10⁻³). For Q8_0/Q4_0 its batched path differs from its own one-token path by up
+//! to about 1% of the scale on these random-weight models; the cause is not pinned down yet
+//! (see the session note), so the bound is 2·10⁻² — still far below what a wrong RoPE pair,
+//! bias, norm or block layout does (logits off by their whole scale). The prompt's token ids
+//! must be identical in every case.
+use std::path::{Path, PathBuf};
+
+use ggufy_convert::{ConvertOptions, Converter, OutType};
+use ggufy_gguf::Gguf;
+use ggufy_plan::{ExecOptions, execute};
+use ggufy_run::{Model, Session};
+use ggufy_tokenizer::Tokenizer;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+fn convert(src: &Path, outtype: &str, pre: Option<&str>, dir: &Path) -> PathBuf {
+    let mut opts = ConvertOptions {
+        outtype: OutType::parse(outtype).unwrap(),
+        ..ConvertOptions::default()
+    };
+    opts.vocab.pre_override = pre.map(str::to_owned);
+    let conv = Converter::open(src, &opts).unwrap();
+    let (plan, _) = conv.plan().unwrap();
+    let name = format!(
+        "{}-{outtype}.gguf",
+        src.file_name().unwrap().to_string_lossy()
+    );
+    // Each file serves two goldens.
+    if dir.join(&name).exists() {
+        return dir.join(name);
+    }
+    execute(
+        &plan,
+        &dir.join(name),
+        &ExecOptions::default(),
+        &mut |_, _| {},
+    )
+    .unwrap()
+    .0
+}
+
+#[test]
+fn logits_match_llama_cpp() {
+    let text = std::fs::read_to_string(fixtures().join("golden/run/logits.json")).unwrap();
+    let goldens: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let goldens = goldens.as_array().unwrap();
+    assert!(goldens.len() >= 18);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut report = Vec::new();
+    for g in goldens {
+        let ckpt = g["checkpoint"].as_str().unwrap();
+        let ty = g["type"].as_str().unwrap();
+        let path = convert(
+            &fixtures().join("hf").join(ckpt),
+            ty,
+            g["vocab_pre"].as_str(),
+            tmp.path(),
+        );
+        let file = Gguf::open(&path).unwrap();
+        let tok = Tokenizer::from_gguf(&file).unwrap();
+        let tokens = tok.tokenize(g["prompt"].as_str().unwrap(), true, true);
+        let want_tokens: Vec<u32> = g["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        // The one-token goldens keep the prompt's first token.
+        assert!(
+            tokens.starts_with(&want_tokens)
+                && (want_tokens.len() == 1 || tokens.len() == want_tokens.len()),
+            "{ckpt} {ty}: prompt tokens {tokens:?} vs llama.cpp's {want_tokens:?}"
+        );
+        let tokens = want_tokens;
+        let model = Model::load(&file).unwrap();
+        let mut s = Session::new(&model, 64);
+        let got = s.eval(&tokens).unwrap();
+        let want: Vec<f32> = g["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(got.len(), want.len(), "{ckpt} {ty}: vocabulary size");
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        let n = tokens.len();
+        let bound = match (n, ty) {
+            (1, _) => 1e-5,
+            (_, "f16") => 2e-3,
+            _ => 2e-2,
+        };
+        report.push(format!(
+            "{ckpt} {ty} ({n} tokens): {:.2e} of scale",
+            worst / scale
+        ));
+        assert!(
+            worst <= bound * scale,
+            "{ckpt} {ty} ({n} tokens): logits differ by {worst} (scale {scale})"
+        );
+    }
+    eprintln!("{}", report.join("\n"));
+}
