@@ -7,13 +7,15 @@
 //! operation (activation quantization, block sums, F16 lane order): the logits must agree to
 //! 10⁻⁵ of their scale (measured: about 10⁻⁷).
 //!
-//! Whole prompt: llama.cpp's batched kernels sum in other orders (tinyBLAS tiles) and its flash
-//! attention accumulates V in f16. For F16 that moves logits by a few 10⁻⁴ of their scale
-//! (allowed: 2·10⁻³). For Q8_0/Q4_0 its batched path differs from its own one-token path by up
-//! to about 1% of the scale on these random-weight models; the cause is not pinned down yet
-//! (see the session note), so the bound is 2·10⁻² — still far below what a wrong RoPE pair,
-//! bias, norm or block layout does (logits off by their whole scale). The prompt's token ids
-//! must be identical in every case.
+//! Whole prompt: llama.cpp's batched F16 kernels sum in other orders (tinyBLAS tiles) and its
+//! flash attention accumulates V in f16, which moves logits by a few 10⁻⁴ of their scale
+//! (allowed: 2·10⁻³). For Q8_0/Q4_0 the gap is up to about 1% of the scale on these
+//! random-weight models (Gemma Q4_0: 10⁻⁷). It is not llama.cpp's batching — its token-by-token
+//! logits equal its batched ones there — but something in multi-position evaluation of quantized
+//! files that is not pinned down yet (see the session note); the bound is 2·10⁻², still far below
+//! what a wrong RoPE pair, bias, norm or block layout does (logits off by their whole scale).
+//! The prompt's token ids must be identical in every case.
+
 use std::path::{Path, PathBuf};
 
 use ggufy_convert::{ConvertOptions, Converter, OutType};
