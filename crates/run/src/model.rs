@@ -811,8 +811,9 @@ pub fn rope(hp: &Hparams, factors: Option<&[f32]>, v: &mut [f32], pos: usize) {
 const MAX_BATCH: usize = 64;
 
 /// One query head against the cached keys and values `0..len` (head offset `off` within each
-/// cache row of `row` values): softmax of the scaled scores, then the weighted sum of values,
-/// with q and the probabilities rounded to f16 where ggml's F16 cache products round them.
+/// cache row of `row` values), as ggml's CPU flash attention computes it for an F16 cache: q
+/// rounded to f16, each score a `ggml_vec_dot_f16`, an online softmax whose running V sum is
+/// kept in f16 (rescaled when the maximum moves), divided by the running sum at the end.
 #[allow(clippy::too_many_arguments)]
 fn attend(
     q: &[f32],
@@ -826,31 +827,52 @@ fn attend(
 ) {
     let hd = q.len();
     let qh: Vec<f32> = q.iter().map(|&a| round_f16(a)).collect();
-    let mut scores = vec![0f32; len];
-    let mut max = f32::NEG_INFINITY;
-    for (t, s) in scores.iter_mut().enumerate() {
+    let mut vkq = vec![0f32; out.len()];
+    let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+    for t in 0..len {
         let kt = &kc[t * row + off..t * row + off + hd];
-        let mut acc = 0f32;
-        for (a, b) in qh.iter().zip(kt) {
-            acc += a * b;
+        let s = dot_f16_values(kt, &qh) * kq_scale;
+        let (mut ms, mut vs) = (1f32, 1f32);
+        if s > m {
+            let m_old = m;
+            m = s;
+            ms = (m_old - m).exp();
+            vkq.iter_mut().for_each(|a| *a = round_f16(*a * ms));
+        } else {
+            vs = (s - m).exp();
         }
-        *s = acc * kq_scale;
-        max = max.max(*s);
+        let vt = &vc[t * row + off..t * row + off + out.len()];
+        for (a, &b) in vkq.iter_mut().zip(vt) {
+            *a = round_f16(b.mul_add(vs, *a));
+        }
+        sum = sum * ms + vs;
     }
-    let mut sum = 0f64;
-    for s in scores.iter_mut() {
-        *s = (*s - max).exp();
-        sum += f64::from(*s);
+    let inv = 1.0 / sum;
+    for (o, a) in out.iter_mut().zip(&vkq) {
+        *o = a * inv;
     }
-    let inv = (1.0 / sum) as f32;
-    out.iter_mut().for_each(|a| *a = 0.0);
-    for (t, &p) in scores.iter().enumerate() {
-        let p = round_f16(p * inv);
-        let vt = &vc[t * row + off..t * row + off + hd];
-        for (a, b) in out.iter_mut().zip(vt) {
-            *a += p * b;
+}
+
+/// `ggml_vec_dot_f16` of two rows of f16 values held as f32 (products exact): ggml's 4 × 16
+/// lanes over steps of 64, the tail added in f64.
+fn dot_f16_values(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let whole = n / 64 * 64;
+    let mut acc = [0f32; 64];
+    for (ac, bc) in a[..whole].chunks_exact(64).zip(b[..whole].chunks_exact(64)) {
+        for ((s, x), y) in acc.iter_mut().zip(ac).zip(bc) {
+            *s += x * y;
         }
     }
+    let mut sum = if whole > 0 {
+        f64::from(ggufy_quant::dot::reduce_f16_lanes(&acc))
+    } else {
+        0.0
+    };
+    for (x, y) in a[whole..n].iter().zip(&b[whole..n]) {
+        sum += f64::from(x * y);
+    }
+    sum as f32
 }
 
 /// Type of a weight, for reports.
