@@ -472,63 +472,9 @@ mod x86 {
     /// rows of `row_bytes`, and `8 · row_bytes < 2³¹`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     pub unsafe fn rows_q4_0_vnni(w: &[u8], row_bytes: usize, act: &[u8], out: &mut [f32]) {
-        let blocks = (row_bytes / 18).min(act.len() / 34);
-        let offsets: Vec<i32> = act
-            .chunks_exact(34)
-            .map(|y| 8 * y[2..].iter().map(|&q| i32::from(q as i8)).sum::<i32>())
-            .collect();
-        let rb = row_bytes as i32;
-        let rows = _mm256_setr_epi32(0, rb, 2 * rb, 3 * rb, 4 * rb, 5 * rb, 6 * rb, 7 * rb);
-        let m4 = _mm512_set1_epi8(0x0F);
-        // Row r's total sits at position r % 4 of lane... see `fold` below.
-        let pick = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0);
-        let groups = out.len() / 8;
-        for g in 0..groups {
-            // SAFETY: rows 8g..8g+8 are within `w` (g < out.len() / 8).
-            let base = unsafe { w.as_ptr().add(g * 8 * row_bytes) };
-            let mut acc = _mm256_setzero_ps();
-            // The next eight rows follow these contiguously; fetch them as these are consumed
-            // (the hardware prefetcher does poorly on eight short interleaved streams).
-            let next = base.wrapping_add(8 * row_bytes);
-            for (b, &offset) in offsets.iter().enumerate().take(blocks) {
-                let off = 18 * b;
-                for l in 0..3 {
-                    _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(144 * b + 64 * l).cast());
-                }
-                // SAFETY: block b of the activation (34 bytes) and of each of the eight rows
-                // (18 bytes) are in bounds: b < blocks.
-                unsafe {
-                    let y = act.as_ptr().add(34 * b);
-                    let ylo = _mm512_broadcast_i32x4(_mm_loadu_si128(y.add(2).cast()));
-                    let yhi = _mm512_broadcast_i32x4(_mm_loadu_si128(y.add(18).cast()));
-                    let dot = |v: __m512i| {
-                        let lo = _mm512_and_si512(v, m4);
-                        let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
-                        let s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, ylo);
-                        _mm512_dpbusd_epi32(s, hi, yhi)
-                    };
-                    let sa = dot(load4_q4(base, row_bytes, off));
-                    let sb = dot(load4_q4(base.add(4 * row_bytes), row_bytes, off));
-                    // Per 128-bit lane L: [a0+a2, b0+b2, a1+a3, b1+b3], then the halves added:
-                    // row L's total at position 0, row 4 + L's at position 1.
-                    let t = _mm512_add_epi32(
-                        _mm512_unpacklo_epi32(sa, sb),
-                        _mm512_unpackhi_epi32(sa, sb),
-                    );
-                    let t = _mm512_add_epi32(t, _mm512_shuffle_epi32::<0b01_00_11_10>(t));
-                    let isum = _mm512_castsi512_si256(_mm512_permutexvar_epi32(pick, t));
-                    let isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(offset));
-                    let dy = _mm256_set1_ps(crate::fp::half_at(&act[34 * b..], 0));
-                    let d = _mm256_mul_ps(row_scales(base, off, rows), dy);
-                    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc);
-                }
-            }
-            // SAFETY: `out` has at least 8g + 8 elements.
-            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * g), acc) };
-        }
-        for (i, o) in out.iter_mut().enumerate().skip(groups * 8) {
-            *o = BlockQ4_0::vec_dot_blocks(&w[i * row_bytes..(i + 1) * row_bytes], act);
-        }
+        // The one-token case of the batched kernel: the same operations, so the same bits.
+        // SAFETY: the caller upholds the batched kernel's contract for one activation.
+        unsafe { rows_q4_0_vnni_multi::<1>(w, row_bytes, &[act], &mut [out]) }
     }
 
     /// [`rows_q4_0_vnni`] for `T` activation rows: each block of the eight weight rows is
@@ -767,70 +713,9 @@ mod x86 {
     /// As [`rows_q4_0_vnni`].
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     pub unsafe fn rows_q8_0_vnni(w: &[u8], row_bytes: usize, act: &[u8], out: &mut [f32]) {
-        let blocks = (row_bytes / 34).min(act.len() / 34);
-        let offsets: Vec<i32> = act
-            .chunks_exact(34)
-            .map(|y| 128 * y[2..].iter().map(|&q| i32::from(q as i8)).sum::<i32>())
-            .collect();
-        let rb = row_bytes as i32;
-        // The reduction below leaves the rows in the order 0, 2, 4, 6, 1, 3, 5, 7: gather the
-        // scales in that order and put the results back once per group.
-        let rows = _mm256_setr_epi32(0, 2 * rb, 4 * rb, 6 * rb, rb, 3 * rb, 5 * rb, 7 * rb);
-        let unshuffle = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-        let groups = out.len() / 8;
-        for g in 0..groups {
-            // SAFETY: rows 8g..8g+8 are within `w`.
-            let base = unsafe { w.as_ptr().add(g * 8 * row_bytes) };
-            let mut acc = _mm256_setzero_ps();
-            // As in `rows_q4_0_vnni`: fetch the next eight rows while these are consumed.
-            let next = base.wrapping_add(8 * row_bytes);
-            for (b, &offset) in offsets.iter().enumerate().take(blocks) {
-                let off = 34 * b + 2;
-                for l in 0..5 {
-                    _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(272 * b + 64 * l).cast());
-                }
-                // SAFETY: block b of the activation and of each of the eight rows are in bounds.
-                unsafe {
-                    let y = act.as_ptr().add(34 * b);
-                    let yv = _mm512_broadcast_i64x4(_mm256_loadu_si256(y.add(2).cast()));
-                    let p = base.add(off);
-                    let z = _mm512_setzero_si512();
-                    let (s0, s1, s2, s3) = (
-                        _mm512_dpbusd_epi32(z, load2_q8(p, row_bytes), yv),
-                        _mm512_dpbusd_epi32(z, load2_q8(p.add(2 * row_bytes), row_bytes), yv),
-                        _mm512_dpbusd_epi32(z, load2_q8(p.add(4 * row_bytes), row_bytes), yv),
-                        _mm512_dpbusd_epi32(z, load2_q8(p.add(6 * row_bytes), row_bytes), yv),
-                    );
-                    // Per 128-bit lane: [s0, s1, s2, s3] summed over the lane's four positions.
-                    let a = _mm512_add_epi32(
-                        _mm512_unpacklo_epi32(s0, s1),
-                        _mm512_unpackhi_epi32(s0, s1),
-                    );
-                    let c = _mm512_add_epi32(
-                        _mm512_unpacklo_epi32(s2, s3),
-                        _mm512_unpackhi_epi32(s2, s3),
-                    );
-                    let e =
-                        _mm512_add_epi32(_mm512_unpacklo_epi64(a, c), _mm512_unpackhi_epi64(a, c));
-                    // Lanes 0+1 hold rows 0, 2, 4, 6; lanes 2+3 rows 1, 3, 5, 7.
-                    let f = _mm512_add_epi32(e, _mm512_shuffle_i32x4::<0b10_11_00_01>(e, e));
-                    let isum = _mm256_set_m128i(
-                        _mm512_extracti32x4_epi32::<2>(f),
-                        _mm512_castsi512_si128(f),
-                    );
-                    let isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(offset));
-                    let dy = _mm256_set1_ps(crate::fp::half_at(&act[34 * b..], 0));
-                    let d = _mm256_mul_ps(row_scales(base, 34 * b, rows), dy);
-                    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc);
-                }
-            }
-            let acc = _mm256_permutevar8x32_ps(acc, unshuffle);
-            // SAFETY: `out` has at least 8g + 8 elements.
-            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * g), acc) };
-        }
-        for (i, o) in out.iter_mut().enumerate().skip(groups * 8) {
-            *o = BlockQ8_0::vec_dot_blocks(&w[i * row_bytes..(i + 1) * row_bytes], act);
-        }
+        // The one-token case of the batched kernel: the same operations, so the same bits.
+        // SAFETY: the caller upholds the batched kernel's contract for one activation.
+        unsafe { rows_q8_0_vnni_multi::<1>(w, row_bytes, &[act], &mut [out]) }
     }
 
     /// [`crate::dot::dot_f16`] with AVX-512: ggml's four 16-lane accumulators as they are, and

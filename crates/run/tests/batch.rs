@@ -3,37 +3,11 @@
 //! the logits are identical; F16 batches follow llama.cpp's batched (tinyBLAS) summation order,
 //! which differs from its one-token order in rounding only.
 
-use std::path::{Path, PathBuf};
+mod common;
 
-use ggufy_convert::{ConvertOptions, Converter, OutType};
+use common::{convert, fixtures};
 use ggufy_gguf::Gguf;
-use ggufy_plan::{ExecOptions, execute};
 use ggufy_run::{Model, Session};
-
-fn convert(src: &Path, outtype: &str, dir: &Path) -> PathBuf {
-    let mut opts = ConvertOptions {
-        outtype: OutType::parse(outtype).unwrap(),
-        ..ConvertOptions::default()
-    };
-    // The fixture's BPE tokenizer is too small for llama.cpp's check text to identify it.
-    if src.ends_with("tiny-qwen2") {
-        opts.vocab.pre_override = Some("qwen2".into());
-    }
-    let conv = Converter::open(src, &opts).unwrap();
-    let (plan, _) = conv.plan().unwrap();
-    let name = format!(
-        "{}-{outtype}.gguf",
-        src.file_name().unwrap().to_string_lossy()
-    );
-    execute(
-        &plan,
-        &dir.join(name),
-        &ExecOptions::default(),
-        &mut |_, _| {},
-    )
-    .unwrap()
-    .0
-}
 
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
@@ -41,12 +15,14 @@ fn bits(v: &[f32]) -> Vec<u32> {
 
 #[test]
 fn batched_and_stepwise_evaluation_agree() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/hf");
+    let root = fixtures().join("hf");
     let tmp = tempfile::tempdir().unwrap();
     let tokens: Vec<u32> = (0..70u32).map(|i| 1 + (i * 37) % 250).collect();
     for arch in ["tiny-llama", "tiny-qwen2", "tiny-phi3", "tiny-gemma"] {
         for t in ["f16", "q8_0", "q4_0"] {
-            let path = convert(&root.join(arch), t, tmp.path());
+            // The fixture's BPE tokenizer is too small for llama.cpp's check text to identify it.
+            let pre = (arch == "tiny-qwen2").then_some("qwen2");
+            let path = convert(&root.join(arch), t, pre, tmp.path());
             let file = Gguf::open(&path).unwrap();
             let model = Model::load(&file).unwrap();
             let n_vocab = model.hp.n_vocab;

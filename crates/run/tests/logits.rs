@@ -9,43 +9,12 @@
 //! what is left is libm's exp/sin/cos and the odd reordering: the logits must agree to 10⁻⁵ of
 //! their scale (measured: about 2·10⁻⁷). The prompt's token ids must be identical.
 
-use std::path::{Path, PathBuf};
+mod common;
 
-use ggufy_convert::{ConvertOptions, Converter, OutType};
+use common::{convert, fixtures};
 use ggufy_gguf::Gguf;
-use ggufy_plan::{ExecOptions, execute};
 use ggufy_run::{Model, Session};
 use ggufy_tokenizer::Tokenizer;
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
-
-fn convert(src: &Path, outtype: &str, pre: Option<&str>, dir: &Path) -> PathBuf {
-    let mut opts = ConvertOptions {
-        outtype: OutType::parse(outtype).unwrap(),
-        ..ConvertOptions::default()
-    };
-    opts.vocab.pre_override = pre.map(str::to_owned);
-    let conv = Converter::open(src, &opts).unwrap();
-    let (plan, _) = conv.plan().unwrap();
-    let name = format!(
-        "{}-{outtype}.gguf",
-        src.file_name().unwrap().to_string_lossy()
-    );
-    // Each file serves two goldens.
-    if dir.join(&name).exists() {
-        return dir.join(name);
-    }
-    execute(
-        &plan,
-        &dir.join(name),
-        &ExecOptions::default(),
-        &mut |_, _| {},
-    )
-    .unwrap()
-    .0
-}
 
 #[test]
 fn logits_match_llama_cpp() {
