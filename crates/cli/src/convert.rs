@@ -250,6 +250,7 @@ pub fn run(args: &ConvertArgs) -> Result<String> {
         "bytes_in": bytes_in,
         "bytes_out": bytes_out,
         "seconds": seconds,
+        "peak_rss_bytes": crate::report::peak_rss_bytes(),
         "warnings": warnings,
     });
     Ok(format!("{}\n", serde_json::to_string_pretty(&doc)?))

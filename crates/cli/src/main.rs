@@ -7,6 +7,7 @@ mod perplexity;
 mod quantize;
 mod report;
 mod run;
+mod signals;
 mod tokenize;
 
 use std::io::Write;
@@ -69,6 +70,7 @@ pub(crate) fn open_gguf(path: &std::path::Path) -> anyhow::Result<ggufy_gguf::Gg
 }
 
 fn main() -> ExitCode {
+    signals::install();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(&args),

@@ -96,7 +96,16 @@ pub fn run(args: &QuantizeArgs) -> Result<String> {
         },
     };
     let bar = progress_bar(plan.tensors.len() as u64, args.quiet);
-    let (path, reports) = execute(&plan, &args.output, &opts, &mut |_, r| {
+    let (path, reports) = execute(&plan, &args.output, &opts, &mut |i, r| {
+        // Done with this tensor's input: keep the resident set near one tensor.
+        for b in plan
+            .tensors
+            .get(i)
+            .map(|t| t.source.buffers())
+            .unwrap_or_default()
+        {
+            file.release(b);
+        }
         if let Some(bar) = &bar {
             bar.set_message(r.name.clone());
             bar.inc(1);
@@ -150,6 +159,7 @@ pub fn run(args: &QuantizeArgs) -> Result<String> {
         "bytes_in": bytes_in,
         "bytes_out": bytes_out,
         "seconds": seconds,
+        "peak_rss_bytes": crate::report::peak_rss_bytes(),
         "warnings": warnings,
     });
     Ok(format!("{}\n", serde_json::to_string_pretty(&doc)?))

@@ -189,6 +189,21 @@ pub fn progress_bar(len: u64, quiet: bool) -> Option<indicatif::ProgressBar> {
     })
 }
 
+/// The process's peak resident set so far (Linux's VmHWM), for the JSON summaries: users size
+/// CI runners and containers by it. `None` where the OS does not say.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,6 +37,15 @@ pub enum GgufError {
         /// What is wrong.
         problem: String,
     },
+    /// An input file changed (size, time or identity) while the output was being made from it,
+    /// so the output may mix old and new data; it was discarded.
+    #[error("{path}: changed while it was being read ({what}); the output was discarded")]
+    InputChanged {
+        /// The input file.
+        path: PathBuf,
+        /// What differs, before → after.
+        what: String,
+    },
     /// A write was asked for something a valid GGUF file cannot hold.
     #[error("cannot write GGUF: {0}")]
     InvalidPlan(String),

@@ -88,6 +88,39 @@ impl Gguf<memmap2::Mmap> {
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| GgufError::io(path, e))?;
         Gguf::from_bytes_with(map, limits)
     }
+
+    /// Lets the OS drop the resident pages behind `bytes`, a part of this file's map that has been
+    /// consumed (a tensor already converted), so streaming a model through memory keeps the
+    /// process's resident set near one tensor instead of the whole file. Advisory: slices from
+    /// elsewhere and failures are ignored; the data stays readable (it is re-read if touched).
+    pub fn release(&self, bytes: &[u8]) {
+        const PAGE: usize = 4096;
+        let base = self.bytes.as_ptr() as usize;
+        let start = bytes.as_ptr() as usize;
+        let Some(offset) = start.checked_sub(base) else {
+            return;
+        };
+        let Some(end) = offset.checked_add(bytes.len()) else {
+            return;
+        };
+        if end > self.bytes.len() {
+            return;
+        }
+        // Whole pages only, rounded inward, so neighbouring tensors keep theirs.
+        let (from, to) = (offset.div_ceil(PAGE) * PAGE, end / PAGE * PAGE);
+        if to > from {
+            // SAFETY: the map is private and read-only, so MADV_DONTNEED cannot discard data:
+            // pages are read again from the file if touched. Callers pass slices they no longer
+            // hold, and even if they did, the slice would stay valid (only residency changes).
+            let _ = unsafe {
+                self.bytes.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    from,
+                    to - from,
+                )
+            };
+        }
+    }
 }
 
 impl<B: AsRef<[u8]>> Gguf<B> {

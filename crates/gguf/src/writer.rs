@@ -183,7 +183,8 @@ impl WritePlan {
 pub struct WriterOptions {
     /// Replace an existing destination file (never one of `inputs`).
     pub overwrite: bool,
-    /// Files the data comes from; writing over any of them is refused, even through links.
+    /// Files the data comes from; writing over any of them is refused, even through links, and
+    /// if any of them changes before the output is complete, the output is discarded.
     pub inputs: Vec<PathBuf>,
 }
 
@@ -196,6 +197,52 @@ pub struct GgufWriter {
     out: BufWriter<tempfile::NamedTempFile>,
     next: usize,
     scratch: Vec<u8>,
+    inputs: Vec<InputSnapshot>,
+}
+
+/// What an input file looked like when writing began: if any of it differs at the end, the
+/// data read from it may be a mix of two versions (or a truncated map), so the output is dropped.
+#[derive(Debug, PartialEq, Eq)]
+struct InputSnapshot {
+    path: PathBuf,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    id: Option<(u64, u64)>,
+}
+
+impl InputSnapshot {
+    fn take(path: &Path) -> Option<InputSnapshot> {
+        let m = std::fs::metadata(path).ok()?;
+        #[cfg(unix)]
+        let id = {
+            use std::os::unix::fs::MetadataExt;
+            Some((m.dev(), m.ino()))
+        };
+        #[cfg(not(unix))]
+        let id = None;
+        Some(InputSnapshot {
+            path: path.to_path_buf(),
+            len: m.len(),
+            modified: m.modified().ok(),
+            id,
+        })
+    }
+
+    /// What changed since the snapshot, in words, or `None`.
+    fn changes(&self) -> Option<String> {
+        let Some(now) = InputSnapshot::take(&self.path) else {
+            return Some("it can no longer be read".into());
+        };
+        if now.id != self.id {
+            Some("it was replaced by another file".into())
+        } else if now.len != self.len {
+            Some(format!("size {} → {} bytes", self.len, now.len))
+        } else if now.modified != self.modified {
+            Some("modification time moved".into())
+        } else {
+            None
+        }
+    }
 }
 
 impl std::fmt::Debug for GgufWriter {
@@ -254,6 +301,11 @@ impl GgufWriter {
             out,
             next: 0,
             scratch: Vec::new(),
+            inputs: opts
+                .inputs
+                .iter()
+                .filter_map(|p| InputSnapshot::take(p))
+                .collect(),
         })
     }
 
@@ -333,6 +385,16 @@ impl GgufWriter {
                 t.name,
                 self.plan.tensors.len() - self.next - 1
             )));
+        }
+        // Checked after the last byte is read and before the rename, so a file changed at any
+        // moment of the job never reaches the destination.
+        for input in &self.inputs {
+            if let Some(what) = input.changes() {
+                return Err(GgufError::InputChanged {
+                    path: input.path.clone(),
+                    what,
+                });
+            }
         }
         let tmp_path = self.tmp_path;
         let tmp = self

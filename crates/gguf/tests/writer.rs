@@ -64,6 +64,57 @@ fn refuses_to_overwrite_its_input_even_through_a_link() {
 }
 
 #[test]
+fn an_input_that_changes_during_the_write_discards_the_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("in.gguf");
+    std::fs::copy(common::fixtures().join("gguf/align64.gguf"), &src).unwrap();
+    let dest = tmp.path().join("out.gguf");
+    type Change = fn(&std::path::Path);
+    let changes: [(&str, Change); 3] = [
+        ("size", |p| {
+            let f = std::fs::OpenOptions::new().append(true).open(p).unwrap();
+            std::io::Write::write_all(&mut &f, b"x").unwrap();
+        }),
+        ("modification time", |p| {
+            let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+            let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+            f.set_modified(later).unwrap();
+        }),
+        ("replaced", |p| {
+            let other = p.with_extension("new");
+            std::fs::copy(p, &other).unwrap();
+            std::fs::rename(&other, p).unwrap();
+        }),
+    ];
+    for (what, change) in changes {
+        let bytes = std::fs::read(&src).unwrap();
+        let f = Gguf::open(&src).unwrap();
+        let opts = WriterOptions {
+            inputs: vec![src.clone()],
+            ..Default::default()
+        };
+        let mut w = GgufWriter::create(&dest, f.to_write_plan().unwrap(), &opts).unwrap();
+        for t in f.tensors() {
+            w.write_tensor(f.tensor_data(t).unwrap()).unwrap();
+        }
+        change(&src);
+        let e = w.finish().unwrap_err();
+        assert!(matches!(e, GgufError::InputChanged { .. }), "{what}: {e}");
+        assert!(e.to_string().contains("in.gguf"), "{what}: {e}");
+        let left: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(
+            !left.iter().any(|n| n.contains("out.gguf")),
+            "{what}: {left:?}"
+        );
+        drop(f);
+        std::fs::write(&src, &bytes).unwrap();
+    }
+}
+
+#[test]
 fn failed_or_abandoned_writes_leave_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let dest = tmp.path().join("out.gguf");

@@ -142,6 +142,21 @@ impl Source<'_> {
         }
     }
 
+    /// The input buffers this source reads (so a caller can release their pages once done).
+    pub fn buffers(&self) -> Vec<&[u8]> {
+        match *self {
+            Source::Ggml { bytes, .. } => vec![bytes],
+            Source::Nf4 { codes, absmax } => vec![codes, absmax],
+            Source::Nf4Nested {
+                codes,
+                scales_q,
+                map2,
+                absmax2,
+                ..
+            } => vec![codes, scales_q, map2, absmax2],
+        }
+    }
+
     fn len(&self) -> u64 {
         match self {
             Source::Ggml { bytes, .. } => bytes.len() as u64,
