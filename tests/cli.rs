@@ -1131,3 +1131,79 @@ fn run_chat_renders_the_files_template_around_the_prompt() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent.jinja"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// release conveniences
+
+#[test]
+fn version_names_the_git_revision_and_target() {
+    let o = ggufy(&["--version"]);
+    assert!(o.status.success());
+    let v = String::from_utf8_lossy(&o.stdout);
+    // "ggufy 0.1.0 (git 0123456789ab, x86_64-unknown-linux-gnu)"
+    let rev = v
+        .split("(git ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .unwrap_or("");
+    assert!(
+        rev == "unknown" || (rev.len() == 12 && rev.chars().all(|c| c.is_ascii_hexdigit())),
+        "{v}"
+    );
+    assert!(
+        v.starts_with(&format!("ggufy {} ", env!("CARGO_PKG_VERSION"))),
+        "{v}"
+    );
+    assert!(
+        v.contains("-linux-") || v.contains("-apple-") || v.contains("-windows-"),
+        "{v}"
+    );
+}
+
+#[test]
+fn completions_and_man_pages_cover_every_command() {
+    let commands = [
+        "inspect",
+        "convert",
+        "quantize",
+        "run",
+        "perplexity",
+        "tokenize",
+        "detokenize",
+        "completions",
+        "man",
+    ];
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let o = ggufy(&["completions", shell]);
+        assert!(o.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&o.stdout);
+        for c in commands {
+            assert!(script.contains(c), "{shell} completions lack {c}");
+        }
+        assert!(script.contains("outtype"), "{shell}: options too");
+    }
+    // The bash script is valid bash.
+    let dir = tempfile::tempdir().unwrap();
+    let bash = dir.path().join("ggufy.bash");
+    std::fs::write(&bash, ggufy(&["completions", "bash"]).stdout).unwrap();
+    let o = Command::new("bash").arg("-n").arg(&bash).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!ggufy(&["completions", "tcsh"]).status.success());
+
+    let o = ggufy(&["man"]);
+    assert!(o.status.success());
+    let page = String::from_utf8_lossy(&o.stdout);
+    assert!(page.contains(".TH ggufy 1"), "{page}");
+    for c in commands {
+        assert!(page.contains(c), "man page lacks {c}");
+    }
+    let pages = dir.path().join("man1");
+    let o = ggufy(&["man", "--out-dir", pages.to_str().unwrap()]);
+    assert!(o.status.success());
+    for c in commands {
+        let p = std::fs::read_to_string(pages.join(format!("ggufy-{c}.1"))).unwrap();
+        assert!(p.contains(&format!(".TH ggufy-{c} 1")), "{c}");
+    }
+    let convert = std::fs::read_to_string(pages.join("ggufy-convert.1")).unwrap();
+    assert!(convert.contains("outtype"));
+}

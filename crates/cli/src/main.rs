@@ -14,11 +14,21 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+
+/// `ggufy --version`: the release, the git revision and the target it was built for.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("GGUFY_GIT_REV"),
+    ", ",
+    env!("GGUFY_TARGET"),
+    ")"
+);
 
 /// Hugging Face checkpoints to GGUF, quantization and a quick check run, in one static binary.
 #[derive(Parser, Debug)]
-#[command(name = "ggufy", version, about, propagate_version = true)]
+#[command(name = "ggufy", version = VERSION, about, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,6 +50,25 @@ enum Command {
     Tokenize(tokenize::TokenizeArgs),
     /// Turn token ids back into text with a model's vocabulary.
     Detokenize(tokenize::DetokenizeArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(CompletionsArgs),
+    /// Print ggufy's man page (roff) on stdout, or write one page per command into a directory.
+    Man(ManArgs),
+}
+
+/// Arguments of `ggufy completions`.
+#[derive(clap::Args, Debug)]
+struct CompletionsArgs {
+    /// The shell, e.g. `ggufy completions bash > /etc/bash_completion.d/ggufy`.
+    shell: clap_complete::Shell,
+}
+
+/// Arguments of `ggufy man`.
+#[derive(clap::Args, Debug)]
+struct ManArgs {
+    /// Write ggufy.1 and ggufy-COMMAND.1 for every command into this directory instead.
+    #[arg(long, value_name = "DIR")]
+    out_dir: Option<PathBuf>,
 }
 
 /// Arguments of `ggufy inspect`.
@@ -61,6 +90,41 @@ struct InspectArgs {
     strict: bool,
 }
 
+/// The completion script for `shell`, generated from the same definitions clap parses with.
+fn completions(shell: clap_complete::Shell) -> String {
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "ggufy", &mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// The man page on stdout, or every command's page written into `--out-dir`.
+fn man(args: &ManArgs) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let cmd = Cli::command();
+    let render = |c: clap::Command| -> anyhow::Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(c).render(&mut buf)?;
+        Ok(buf)
+    };
+    let Some(dir) = &args.out_dir else {
+        return Ok(String::from_utf8_lossy(&render(cmd)?).into_owned());
+    };
+    std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+    let mut written = Vec::new();
+    let mut pages = vec![("ggufy".to_string(), cmd.clone())];
+    for sub in cmd.get_subcommands() {
+        let name = format!("ggufy-{}", sub.get_name());
+        // The page's own title and usage line name the full command.
+        pages.push((name.clone(), sub.clone().name(name).version(VERSION)));
+    }
+    for (name, page) in pages {
+        let path = dir.join(format!("{name}.1"));
+        std::fs::write(&path, render(page)?).with_context(|| path.display().to_string())?;
+        written.push(path.display().to_string());
+    }
+    Ok(format!("{}\n", written.join("\n")))
+}
+
 /// Opens a GGUF file; errors name the path once (I/O errors from the library already do).
 pub(crate) fn open_gguf(path: &std::path::Path) -> anyhow::Result<ggufy_gguf::GgufFile> {
     ggufy_gguf::Gguf::open(path).map_err(|e| match e {
@@ -80,6 +144,8 @@ fn main() -> ExitCode {
         Command::Perplexity(args) => perplexity::run(&args),
         Command::Tokenize(args) => tokenize::run_tokenize(&args),
         Command::Detokenize(args) => tokenize::run_detokenize(&args),
+        Command::Completions(args) => Ok(completions(args.shell)),
+        Command::Man(args) => man(&args),
     };
     match result {
         Ok(output) => {
