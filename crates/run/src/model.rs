@@ -837,20 +837,46 @@ fn attend(
             let m_old = m;
             m = s;
             ms = (m_old - m).exp();
-            vkq.iter_mut().for_each(|a| *a = round_f16(*a * ms));
+            for a in vkq.iter_mut() {
+                *a = round_f16(*a * ms);
+            }
         } else {
             vs = (s - m).exp();
         }
-        let vt = &vc[t * row + off..t * row + off + out.len()];
-        for (a, &b) in vkq.iter_mut().zip(vt) {
-            *a = round_f16(b.mul_add(vs, *a));
-        }
+        mad_f16(&mut vkq, &vc[t * row + off..t * row + off + out.len()], vs);
         sum = sum * ms + vs;
     }
     let inv = 1.0 / sum;
     for (o, a) in out.iter_mut().zip(&vkq) {
         *o = a * inv;
     }
+}
+
+/// `acc = f16(v·s + acc)` element-wise with one rounding in the multiply-add, as
+/// `ggml_vec_mad_f16` accumulates flash attention's V rows. Vectorized where the CPU has FMA (a
+/// scalar `mul_add` without it is a library call per element); the results are the same.
+fn mad_f16(acc: &mut [f32], v: &[f32], s: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if ggufy_quant::simd::level() == ggufy_quant::simd::Level::Avx2 {
+        // SAFETY: Level::Avx2 is only chosen when the CPU reports AVX2 and FMA.
+        unsafe { mad_f16_fma(acc, v, s) };
+        return;
+    }
+    mad_f16_body(acc, v, s);
+}
+
+#[inline(always)]
+fn mad_f16_body(acc: &mut [f32], v: &[f32], s: f32) {
+    for (a, &b) in acc.iter_mut().zip(v) {
+        *a = round_f16(b.mul_add(s, *a));
+    }
+}
+
+/// [`mad_f16_body`] compiled with AVX2 and FMA, so `mul_add` is one instruction per lane.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn mad_f16_fma(acc: &mut [f32], v: &[f32], s: f32) {
+    mad_f16_body(acc, v, s);
 }
 
 /// `ggml_vec_dot_f16` of two rows of f16 values held as f32 (products exact): ggml's 4 × 16
