@@ -30,9 +30,9 @@ pub const NF4_CODEBOOK: [f32; 16] = [
 ];
 
 /// Midpoints between consecutive codes, as bitsandbytes' `dQuantizeNF4` compares them: a value
-/// exactly on a midpoint takes the lower code.
+/// exactly on a midpoint takes the lower code. (Public so GPU kernels can be checked against it.)
 #[allow(clippy::excessive_precision)]
-const THRESHOLDS: [f32; 15] = [
+pub const NF4_THRESHOLDS: [f32; 15] = [
     -0.848_096_4,
     -0.610_632_9,
     -0.459_995_27,
@@ -53,7 +53,7 @@ const THRESHOLDS: [f32; 15] = [
 /// The code of a value already scaled into [-1, 1].
 #[inline(always)]
 fn code(s: f32) -> u8 {
-    THRESHOLDS.iter().filter(|&&t| s > t).count() as u8
+    NF4_THRESHOLDS.iter().filter(|&&t| s > t).count() as u8
 }
 
 /// Quantizes `x` (a multiple of [`NF4_BLOCK`] elements) into `codes` (`x.len() / 2` bytes) and
@@ -96,7 +96,7 @@ mod tests {
 
     #[test]
     fn thresholds_are_the_codebook_midpoints() {
-        for (i, t) in THRESHOLDS.iter().enumerate() {
+        for (i, t) in NF4_THRESHOLDS.iter().enumerate() {
             let mid = (f64::from(NF4_CODEBOOK[i]) + f64::from(NF4_CODEBOOK[i + 1])) / 2.0;
             assert!((f64::from(*t) - mid).abs() < 1e-7, "{i}: {t} vs {mid}");
         }
@@ -126,8 +126,8 @@ mod tests {
         // A value exactly on a threshold takes the lower code.
         x.fill(0.0);
         x[0] = 1.0;
-        x[1] = THRESHOLDS[7];
-        x[2] = f32::from_bits(THRESHOLDS[7].to_bits() + 1);
+        x[1] = NF4_THRESHOLDS[7];
+        x[2] = f32::from_bits(NF4_THRESHOLDS[7].to_bits() + 1);
         quantize_nf4(&x, &mut c, &mut a);
         assert_eq!((c[0] >> 4, c[0] & 0xF, c[1] >> 4), (15, 7, 8));
     }

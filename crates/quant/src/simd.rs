@@ -97,8 +97,18 @@ pub fn f32_row_to_f16(src: &[f32], dst: &mut [u8], level: Level) {
     }
 }
 
+/// Whether any value is NaN (branch-free, so the check vectorizes).
+fn has_nan(x: &[f32]) -> bool {
+    x.iter().fold(false, |any, v| any | v.is_nan())
+}
+
 /// Q8_0 blocks of `x` into `out`; returns false when no SIMD path applies.
 pub fn quantize_q8_0(x: &[f32], out: &mut [u8], level: Level) -> bool {
+    // The vector reductions find a block's extremes in another order than ggml's sequential
+    // scan, which only matters when a NaN is in the block: leave such rows to the reference.
+    if has_nan(x) {
+        return false;
+    }
     #[cfg(target_arch = "x86_64")]
     if level == Level::Avx2 {
         // SAFETY: Level::Avx2 is only chosen when the CPU reports AVX2 and FMA.
@@ -168,6 +178,11 @@ pub fn quantize_legacy(
     rounding: Rounding,
     level: Level,
 ) -> bool {
+    // The vector reductions find a block's extremes in another order than ggml's sequential
+    // scan, which only matters when a NaN is in the block: leave such rows to the reference.
+    if has_nan(x) {
+        return false;
+    }
     #[cfg(target_arch = "x86_64")]
     if level == Level::Avx2 {
         // SAFETY: Level::Avx2 is only chosen when the CPU reports AVX2 and FMA.
@@ -187,6 +202,11 @@ pub fn quantize_legacy(
 /// Q6_K's per-sub-block search (`make_qx_quants`, nmax 32, rmse 1) for one 256-element
 /// super-block: fills `scales` and the codes `l`; returns false when no SIMD path applies.
 pub fn q6_k_subblocks(x: &[f32], l: &mut [i8; 256], scales: &mut [f32; 16], level: Level) -> bool {
+    // The vector reductions find a block's extremes in another order than ggml's sequential
+    // scan, which only matters when a NaN is in the block: leave such rows to the reference.
+    if has_nan(x) {
+        return false;
+    }
     #[cfg(target_arch = "x86_64")]
     if level == Level::Avx2 {
         // SAFETY: Level::Avx2 is only chosen when the CPU reports AVX2.
