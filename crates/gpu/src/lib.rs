@@ -5,15 +5,16 @@
 //! `kernels/wgsl/` on Vulkan or Metal; without features nothing GPU-related is compiled, so a
 //! plain build needs no toolkit or driver.
 //!
-//! Kernels so far: dequantization of Q8_0, Q4_0 and NF4 to f32, equal to the CPU bit for bit.
+//! Kernels so far: dequantization of Q8_0, Q4_0 and NF4 to f32, and quantization of f32 to the
+//! same three formats, all equal to the CPU bit for bit.
 
 #[cfg(feature = "wgpu")]
 mod wgpu_backend;
 
 #[cfg(feature = "wgpu")]
-pub use wgpu_backend::{DEQUANTIZE_WGSL, WgpuBackend};
+pub use wgpu_backend::{DEQUANTIZE_WGSL, QUANTIZE_WGSL, WgpuBackend};
 
-use ggufy_quant::nf4::{NF4_BLOCK, dequantize_nf4};
+use ggufy_quant::nf4::{NF4_BLOCK, dequantize_nf4, quantize_nf4};
 
 /// Quantized data a kernel reads, in the layout the GGUF file stores it.
 #[derive(Clone, Copy, Debug)]
@@ -67,6 +68,73 @@ impl Quantized<'_> {
     }
 }
 
+/// The formats the kernels produce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// ggml Q8_0.
+    Q8_0,
+    /// ggml Q4_0 (x86-64 rounding, as llama-quantize and gguf-py compute it).
+    Q4_0,
+    /// NF4 (bitsandbytes' codebook, blocks of 64).
+    Nf4,
+}
+
+impl Format {
+    /// Values per block.
+    pub fn block(self) -> usize {
+        match self {
+            Format::Q8_0 | Format::Q4_0 => 32,
+            Format::Nf4 => NF4_BLOCK,
+        }
+    }
+}
+
+/// Quantized output: the data bytes and, for NF4, the block scales.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QuantizedBuf {
+    /// Q8_0/Q4_0 blocks, or NF4 codes.
+    pub data: Vec<u8>,
+    /// NF4 absmax per block (empty for the ggml formats).
+    pub absmax: Vec<f32>,
+}
+
+impl QuantizedBuf {
+    /// The buffer as the kernels' input view.
+    pub fn view(&self, format: Format) -> Quantized<'_> {
+        match format {
+            Format::Q8_0 => Quantized::Q8_0(&self.data),
+            Format::Q4_0 => Quantized::Q4_0(&self.data),
+            Format::Nf4 => Quantized::Nf4 {
+                codes: &self.data,
+                absmax: &self.absmax,
+            },
+        }
+    }
+}
+
+/// The number of blocks in `n` values, or an error if they are not whole blocks.
+pub(crate) fn whole_blocks(format: Format, n: usize) -> Result<usize, GpuError> {
+    let b = format.block();
+    if n.is_multiple_of(b) {
+        Ok(n / b)
+    } else {
+        Err(GpuError::Layout(format!(
+            "{format:?}: {n} values is not a whole number of {b}-value blocks"
+        )))
+    }
+}
+
+/// The number of values in `src`, checked against an output of `out` values.
+pub(crate) fn check_output(src: Quantized<'_>, out: usize) -> Result<usize, GpuError> {
+    let n = src.len()?;
+    if out != n {
+        return Err(GpuError::Layout(format!(
+            "{n} values need an output of {n}, got {out}"
+        )));
+    }
+    Ok(n)
+}
+
 /// What can go wrong on a device.
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
@@ -88,6 +156,9 @@ pub trait Backend {
 
     /// Decodes `src` into `dst` (exactly `src.len()` values).
     fn dequantize(&self, src: Quantized<'_>, dst: &mut [f32]) -> Result<(), GpuError>;
+
+    /// Encodes `x` (whole blocks) in `format`, byte for byte as the CPU reference does.
+    fn quantize(&self, format: Format, x: &[f32]) -> Result<QuantizedBuf, GpuError>;
 }
 
 /// The CPU: `ggufy-quant`'s reference code, what every GPU kernel must reproduce.
@@ -100,13 +171,7 @@ impl Backend for CpuBackend {
     }
 
     fn dequantize(&self, src: Quantized<'_>, dst: &mut [f32]) -> Result<(), GpuError> {
-        let n = src.len()?;
-        if dst.len() != n {
-            return Err(GpuError::Layout(format!(
-                "{n} values need an output of {n}, got {}",
-                dst.len()
-            )));
-        }
+        check_output(src, dst.len())?;
         let ggml = |ty, b: &[u8], dst: &mut [f32]| {
             ggufy_quant::dequantize_row(ty, b, dst).map_err(|e| GpuError::Layout(e.to_string()))
         };
@@ -116,6 +181,31 @@ impl Backend for CpuBackend {
             Quantized::Nf4 { codes, absmax } => {
                 dequantize_nf4(codes, absmax, dst);
                 Ok(())
+            }
+        }
+    }
+
+    fn quantize(&self, format: Format, x: &[f32]) -> Result<QuantizedBuf, GpuError> {
+        let blocks = whole_blocks(format, x.len())?;
+        let ggml = |ty: ggufy_gguf::GgmlType, bytes: usize| {
+            let mut data = vec![0u8; blocks * bytes];
+            ggufy_quant::quantize_row(ty, x, &mut data, ggufy_quant::Rounding::Separate)
+                .map_err(|e| GpuError::Layout(e.to_string()))?;
+            Ok(QuantizedBuf {
+                data,
+                absmax: Vec::new(),
+            })
+        };
+        match format {
+            Format::Q8_0 => ggml(ggufy_gguf::GgmlType::Q8_0, 34),
+            Format::Q4_0 => ggml(ggufy_gguf::GgmlType::Q4_0, 18),
+            Format::Nf4 => {
+                let mut out = QuantizedBuf {
+                    data: vec![0u8; x.len() / 2],
+                    absmax: vec![0f32; blocks],
+                };
+                quantize_nf4(x, &mut out.data, &mut out.absmax);
+                Ok(out)
             }
         }
     }

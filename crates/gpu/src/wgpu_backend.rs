@@ -4,25 +4,39 @@ use std::sync::mpsc;
 
 use wgpu::util::DeviceExt;
 
-use crate::{Backend, GpuError, Quantized};
+use crate::{Backend, Format, GpuError, Quantized, QuantizedBuf};
 
 /// The dequantization kernels (`kernels/wgsl/dequantize.wgsl`), compiled into the binary.
 pub const DEQUANTIZE_WGSL: &str = include_str!("../../../kernels/wgsl/dequantize.wgsl");
+/// The quantization kernels (`kernels/wgsl/quantize.wgsl`).
+pub const QUANTIZE_WGSL: &str = include_str!("../../../kernels/wgsl/quantize.wgsl");
 
-/// Values per workgroup (the kernels' `@workgroup_size`).
-const WORKGROUP: u32 = 256;
 /// The most workgroups one dispatch dimension takes.
 const MAX_GROUPS_X: u32 = 65_535;
+
+/// One entry point with its bindings: `inputs` read-only storage buffers, then `outputs`
+/// read-write ones, then a uniform of four u32.
+struct Kernel {
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+    inputs: usize,
+    outputs: usize,
+    /// Invocations per workgroup (the entry point's `@workgroup_size`).
+    width: u32,
+}
 
 /// A wgpu device with the kernels' pipelines built.
 pub struct WgpuBackend {
     adapter: wgpu::AdapterInfo,
     device: wgpu::Device,
     queue: wgpu::Queue,
-    layout: wgpu::BindGroupLayout,
-    q8_0: wgpu::ComputePipeline,
-    q4_0: wgpu::ComputePipeline,
-    nf4: wgpu::ComputePipeline,
+    dequantize_q8_0: Kernel,
+    dequantize_q4_0: Kernel,
+    dequantize_nf4: Kernel,
+    quantize_q8_0: Kernel,
+    quantize_q4_0: Kernel,
+    quantize_nf4: Kernel,
+    check_arithmetic: Kernel,
 }
 
 impl std::fmt::Debug for WgpuBackend {
@@ -51,61 +65,28 @@ impl WgpuBackend {
             ..Default::default()
         }))
         .map_err(|e| GpuError::Device(format!("cannot open {}: {e}", adapter.get_info().name)))?;
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        let dq = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("dequantize.wgsl"),
             source: wgpu::ShaderSource::Wgsl(DEQUANTIZE_WGSL.into()),
         });
-        let storage = |binding, read_only| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Storage { read_only },
-                has_dynamic_offset: false,
-                min_binding_size: None,
-            },
-            count: None,
-        };
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("dequantize"),
-            entries: &[
-                storage(0, true),
-                storage(1, true),
-                storage(2, false),
-                wgpu::BindGroupLayoutEntry {
-                    binding: 3,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
-                    },
-                    count: None,
-                },
-            ],
+        let q = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("quantize.wgsl"),
+            source: wgpu::ShaderSource::Wgsl(QUANTIZE_WGSL.into()),
         });
-        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("dequantize"),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
-        let pipeline = |entry: &str| {
-            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: Some(&pipeline_layout),
-                module: &module,
-                entry_point: Some(entry),
-                compilation_options: Default::default(),
-                cache: None,
-            })
+        let kernel = |module: &wgpu::ShaderModule, entry: &str, inputs, outputs, width| {
+            build_kernel(&device, module, entry, inputs, outputs, width)
         };
         Ok(WgpuBackend {
-            q8_0: pipeline("dequantize_q8_0"),
-            q4_0: pipeline("dequantize_q4_0"),
-            nf4: pipeline("dequantize_nf4"),
+            dequantize_q8_0: kernel(&dq, "dequantize_q8_0", 2, 1, 256),
+            dequantize_q4_0: kernel(&dq, "dequantize_q4_0", 2, 1, 256),
+            dequantize_nf4: kernel(&dq, "dequantize_nf4", 2, 1, 256),
+            quantize_q8_0: kernel(&q, "quantize_q8_0", 1, 2, 64),
+            quantize_q4_0: kernel(&q, "quantize_q4_0", 1, 2, 64),
+            quantize_nf4: kernel(&q, "quantize_nf4", 1, 2, 64),
+            check_arithmetic: kernel(&q, "check_arithmetic", 1, 2, 64),
             adapter: adapter.get_info(),
             device,
             queue,
-            layout,
         })
     }
 
@@ -114,17 +95,203 @@ impl WgpuBackend {
         &self.adapter
     }
 
-    /// A storage buffer holding `bytes`, padded to whole u32 words (and never empty).
-    fn words(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
-        let mut padded = bytes.to_vec();
-        padded.resize(bytes.len().div_ceil(4).max(1) * 4, 0);
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: &padded,
-                usage: wgpu::BufferUsages::STORAGE,
+    /// Runs `k` over `items` invocations with `inputs` bound in order, returning its outputs
+    /// (of `output_bytes` each, rounded up to whole words). `count` goes to the kernel's
+    /// parameters, followed by the x extent of the 2-D grid.
+    fn dispatch(
+        &self,
+        k: &Kernel,
+        inputs: &[&[u8]],
+        output_bytes: &[usize],
+        count: u32,
+        items: u32,
+    ) -> Result<Vec<Vec<u8>>, GpuError> {
+        debug_assert_eq!((inputs.len(), output_bytes.len()), (k.inputs, k.outputs));
+        let groups = items.div_ceil(k.width).max(1);
+        let (gx, gy) = (groups.min(MAX_GROUPS_X), groups.div_ceil(MAX_GROUPS_X));
+        let params: Vec<u8> = [count, gx, 0, 0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let words = |n: usize| (n.div_ceil(4).max(1) * 4) as u64;
+        let in_bufs: Vec<wgpu::Buffer> = inputs
+            .iter()
+            .map(|bytes| {
+                let mut padded = bytes.to_vec();
+                padded.resize(words(bytes.len()) as usize, 0);
+                self.device
+                    .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                        label: Some("input"),
+                        contents: &padded,
+                        usage: wgpu::BufferUsages::STORAGE,
+                    })
             })
+            .collect();
+        let out_bufs: Vec<(wgpu::Buffer, wgpu::Buffer)> = output_bytes
+            .iter()
+            .map(|&n| {
+                let size = words(n);
+                let out = self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("output"),
+                    size,
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                });
+                let back = self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("readback"),
+                    size,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                (out, back)
+            })
+            .collect();
+        let params_buf = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("params"),
+                contents: &params,
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+        let mut entries: Vec<wgpu::BindGroupEntry<'_>> = Vec::new();
+        for b in in_bufs.iter().chain(out_bufs.iter().map(|(o, _)| o)) {
+            entries.push(wgpu::BindGroupEntry {
+                binding: entries.len() as u32,
+                resource: b.as_entire_binding(),
+            });
+        }
+        entries.push(wgpu::BindGroupEntry {
+            binding: entries.len() as u32,
+            resource: params_buf.as_entire_binding(),
+        });
+        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &k.layout,
+            entries: &entries,
+        });
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+            pass.set_pipeline(&k.pipeline);
+            pass.set_bind_group(0, &bind, &[]);
+            pass.dispatch_workgroups(gx, gy, 1);
+        }
+        for (out, back) in &out_bufs {
+            encoder.copy_buffer_to_buffer(out, 0, back, 0, out.size());
+        }
+        self.queue.submit([encoder.finish()]);
+        let mut results = Vec::with_capacity(out_bufs.len());
+        for ((_, back), &n) in out_bufs.iter().zip(output_bytes) {
+            let (tx, rx) = mpsc::channel();
+            back.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
+            self.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| GpuError::Device(e.to_string()))?;
+            rx.recv()
+                .map_err(|e| GpuError::Device(e.to_string()))?
+                .map_err(|e| GpuError::Device(e.to_string()))?;
+            let bytes = back
+                .slice(..)
+                .get_mapped_range()
+                .map_err(|e| GpuError::Device(e.to_string()))?[..n]
+                .to_vec();
+            back.unmap();
+            results.push(bytes);
+        }
+        Ok(results)
     }
+
+    /// Runs the kernels' integer arithmetic on pairs `(a, b)` of f32 bit patterns, giving per
+    /// pair `[a·b, a/b, f16(a), round(a) as i32, trunc(b) as i32]` — what the quantize kernels
+    /// are built from, exposed so tests can compare it with the host's IEEE operations.
+    #[doc(hidden)]
+    pub fn check_arithmetic(&self, pairs: &[(u32, u32)]) -> Result<Vec<[u32; 5]>, GpuError> {
+        let n =
+            u32::try_from(pairs.len()).map_err(|_| GpuError::Layout("too many pairs".into()))?;
+        let input: Vec<u8> = pairs
+            .iter()
+            .flat_map(|&(a, b)| [a, b])
+            .flat_map(u32::to_le_bytes)
+            .collect();
+        let out = self.dispatch(
+            &self.check_arithmetic,
+            &[&input],
+            &[pairs.len() * 20, 4],
+            n,
+            n,
+        )?;
+        Ok(out[0]
+            .chunks_exact(20)
+            .map(|c| {
+                let w = |i: usize| u32::from_le_bytes([c[i], c[i + 1], c[i + 2], c[i + 3]]);
+                [w(0), w(4), w(8), w(12), w(16)]
+            })
+            .collect())
+    }
+}
+
+fn build_kernel(
+    device: &wgpu::Device,
+    module: &wgpu::ShaderModule,
+    entry: &str,
+    inputs: usize,
+    outputs: usize,
+    width: u32,
+) -> Kernel {
+    let mut entries = Vec::new();
+    for i in 0..inputs + outputs + 1 {
+        let ty = if i == inputs + outputs {
+            wgpu::BufferBindingType::Uniform
+        } else {
+            wgpu::BufferBindingType::Storage {
+                read_only: i < inputs,
+            }
+        };
+        entries.push(wgpu::BindGroupLayoutEntry {
+            binding: i as u32,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        });
+    }
+    let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some(entry),
+        entries: &entries,
+    });
+    let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some(entry),
+        bind_group_layouts: &[Some(&layout)],
+        immediate_size: 0,
+    });
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(entry),
+        layout: Some(&pipeline_layout),
+        module,
+        entry_point: Some(entry),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    Kernel {
+        pipeline,
+        layout,
+        inputs,
+        outputs,
+        width,
+    }
+}
+
+/// A value count as the kernels' u32.
+fn count32(n: usize) -> Result<u32, GpuError> {
+    u32::try_from(n)
+        .map_err(|_| GpuError::Layout(format!("{n} values is more than one dispatch holds")))
 }
 
 impl Backend for WgpuBackend {
@@ -133,108 +300,56 @@ impl Backend for WgpuBackend {
     }
 
     fn dequantize(&self, src: Quantized<'_>, dst: &mut [f32]) -> Result<(), GpuError> {
-        let n = src.len()?;
-        if dst.len() != n {
-            return Err(GpuError::Layout(format!(
-                "{n} values need an output of {n}, got {}",
-                dst.len()
-            )));
-        }
+        let n = crate::check_output(src, dst.len())?;
         if n == 0 {
             return Ok(());
         }
-        let n32 = u32::try_from(n)
-            .map_err(|_| GpuError::Layout(format!("{n} values is more than one dispatch holds")))?;
-        let (pipeline, data, scales): (_, &[u8], Vec<u8>) = match src {
-            Quantized::Q8_0(b) => (&self.q8_0, b, Vec::new()),
-            Quantized::Q4_0(b) => (&self.q4_0, b, Vec::new()),
-            Quantized::Nf4 { codes, absmax } => (
-                &self.nf4,
-                codes,
-                absmax.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            ),
-        };
-        let groups = n32.div_ceil(WORKGROUP);
-        let (gx, gy) = (groups.min(MAX_GROUPS_X), groups.div_ceil(MAX_GROUPS_X));
-        let mut params = Vec::with_capacity(16);
-        for v in [n32, gx, 0, 0] {
-            params.extend_from_slice(&v.to_le_bytes());
-        }
-        let src_buf = self.words("src", data);
-        let scale_buf = self.words("scales", &scales);
-        let params_buf = self
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("params"),
-                contents: &params,
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
-        let out_bytes = (n * 4) as u64;
-        let out = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("dst"),
-            size: out_bytes,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
-        let readback = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: out_bytes,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("dequantize"),
-            layout: &self.layout,
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: src_buf.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: scale_buf.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 2,
-                    resource: out.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 3,
-                    resource: params_buf.as_entire_binding(),
-                },
-            ],
-        });
-        let mut encoder = self
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-            pass.set_pipeline(pipeline);
-            pass.set_bind_group(0, &bind, &[]);
-            pass.dispatch_workgroups(gx, gy, 1);
-        }
-        encoder.copy_buffer_to_buffer(&out, 0, &readback, 0, out_bytes);
-        self.queue.submit([encoder.finish()]);
-        let (tx, rx) = mpsc::channel();
-        readback.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| GpuError::Device(e.to_string()))?;
-        rx.recv()
-            .map_err(|e| GpuError::Device(e.to_string()))?
-            .map_err(|e| GpuError::Device(e.to_string()))?;
-        {
-            let view = readback
-                .slice(..)
-                .get_mapped_range()
-                .map_err(|e| GpuError::Device(e.to_string()))?;
-            for (d, b) in dst.iter_mut().zip(view.chunks_exact(4)) {
-                *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let n32 = count32(n)?;
+        let scales: Vec<u8>;
+        let (kernel, data, scale_bytes): (_, &[u8], &[u8]) = match src {
+            Quantized::Q8_0(b) => (&self.dequantize_q8_0, b, &[]),
+            Quantized::Q4_0(b) => (&self.dequantize_q4_0, b, &[]),
+            Quantized::Nf4 { codes, absmax } => {
+                scales = absmax.iter().flat_map(|v| v.to_le_bytes()).collect();
+                (&self.dequantize_nf4, codes, &scales)
             }
+        };
+        let out = self.dispatch(kernel, &[data, scale_bytes], &[n * 4], n32, n32)?;
+        for (d, b) in dst.iter_mut().zip(out[0].chunks_exact(4)) {
+            *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         }
-        readback.unmap();
         Ok(())
+    }
+
+    fn quantize(&self, format: Format, x: &[f32]) -> Result<QuantizedBuf, GpuError> {
+        let blocks = crate::whole_blocks(format, x.len())?;
+        if blocks == 0 {
+            return Ok(QuantizedBuf::default());
+        }
+        let nb = count32(blocks)?;
+        let input: Vec<u8> = x.iter().flat_map(|v| v.to_bits().to_le_bytes()).collect();
+        let (kernel, bytes, scale_bytes, items) = match format {
+            Format::Q8_0 => (&self.quantize_q8_0, blocks * 34, 4, nb.div_ceil(2)),
+            Format::Q4_0 => (&self.quantize_q4_0, blocks * 18, 4, nb.div_ceil(2)),
+            Format::Nf4 => (&self.quantize_nf4, blocks * 32, blocks * 4, nb),
+        };
+        // Two-block kernels write whole words: leave room for an odd block's pair.
+        let room = if format == Format::Nf4 {
+            bytes
+        } else {
+            items as usize * bytes.div_ceil(blocks) * 2
+        };
+        let mut out = self.dispatch(kernel, &[&input], &[room, scale_bytes], nb, items)?;
+        let mut data = std::mem::take(&mut out[0]);
+        data.truncate(bytes);
+        let absmax = if format == Format::Nf4 {
+            out[1]
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(QuantizedBuf { data, absmax })
     }
 }

@@ -8,7 +8,7 @@
 
 use std::sync::OnceLock;
 
-use ggufy_gpu::{Backend, CpuBackend, Quantized, WgpuBackend};
+use ggufy_gpu::{Backend, CpuBackend, Format, Quantized, WgpuBackend};
 use proptest::prelude::*;
 
 fn gpu() -> Option<&'static WgpuBackend> {
@@ -186,4 +186,215 @@ fn the_kernels_codebook_is_the_cpus() {
         .map(|s| s.parse().unwrap())
         .collect();
     assert_eq!(table, ggufy_quant::nf4::NF4_CODEBOOK);
+}
+
+// ---------------------------------------------------------------------------------------------
+// quantization
+
+/// f32 bit patterns worth hitting: zeros, subnormals, the normal range's ends, infinities, NaN,
+/// rounding ties, the int range's edge.
+const EDGE_F32: [u32; 22] = [
+    0x0000_0000,
+    0x8000_0000,
+    0x0000_0001,
+    0x807f_ffff,
+    0x0080_0000,
+    0x7f7f_ffff,
+    0xff7f_ffff,
+    0x7f80_0000,
+    0xff80_0000,
+    0x7fc0_0000,
+    0xffc0_0001,
+    0x3f00_0000,
+    0xbf00_0000,
+    0x3fc0_0000,
+    0x4020_0000,
+    0x4f00_0000,
+    0xcf00_0000,
+    0x4eff_ffff,
+    0x3f80_0000,
+    0x3380_0000,
+    0x3880_0000,
+    0x477f_f000,
+];
+
+/// The C semantics of `(int)x` on x86-64 (cvttss2si): NaN and out-of-range give INT_MIN.
+fn c_int(v: f32) -> i32 {
+    if v.is_nan() || !(-2_147_483_648.0..2_147_483_648.0).contains(&v) {
+        i32::MIN
+    } else {
+        v as i32
+    }
+}
+
+fn same_f32(x: u32, y: u32) -> bool {
+    x == y || (f32::from_bits(x).is_nan() && f32::from_bits(y).is_nan())
+}
+
+#[test]
+fn integer_float_arithmetic_is_ieee() {
+    let Some(gpu) = gpu() else { return };
+    // Every edge pattern against every other, then random patterns: uniform bits (all classes),
+    // and values of nearby exponents (where the quotients and products stay finite and normal).
+    let mut pairs: Vec<(u32, u32)> = Vec::new();
+    for &a in &EDGE_F32 {
+        for &b in &EDGE_F32 {
+            pairs.push((a, b));
+        }
+    }
+    let mut s: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    for i in 0..400_000u32 {
+        let r = next();
+        let (a, b) = (r as u32, (r >> 32) as u32);
+        let pair = match i % 4 {
+            0 => (a, b),
+            1 => (a & 0x807f_ffff | 0x3f00_0000, b & 0x807f_ffff | 0x3f80_0000),
+            2 => (a & 0x80ff_ffff, b & 0x80ff_ffff | 0x4000_0000), // subnormal-ish ÷ and ×
+            _ => (a & 0x8fff_ffff | 0x4000_0000, b & 0x83ff_ffff | 0x0800_0000),
+        };
+        pairs.push(pair);
+    }
+    let out = gpu.check_arithmetic(&pairs).unwrap();
+    let mut bad = Vec::new();
+    for (&(a, b), got) in pairs.iter().zip(&out) {
+        let (x, y) = (f32::from_bits(a), f32::from_bits(b));
+        let want = [
+            (x * y).to_bits(),
+            (x / y).to_bits(),
+            u32::from(ggufy_quant::fp::f32_to_f16(x)),
+            c_int(x.round()) as u32,
+            c_int(y.trunc()) as u32,
+        ];
+        let ok = same_f32(got[0], want[0]) && same_f32(got[1], want[1]) && got[2..] == want[2..];
+        if !ok && bad.len() < 8 {
+            bad.push(format!(
+                "a={a:#010x} b={b:#010x}: GPU {got:08x?}, CPU {want:08x?}"
+            ));
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+fn value() -> impl Strategy<Value = f32> {
+    prop_oneof![
+        8 => -3.0f32..3.0,
+        2 => -1e-3f32..1e-3,
+        1 => proptest::sample::select(EDGE_F32.to_vec()).prop_map(f32::from_bits),
+        1 => any::<u32>().prop_map(f32::from_bits),
+        1 => -1e-38f32..1e-38,
+    ]
+}
+
+/// Blocks of values, sometimes all tiny or all subnormal (where 1/d overflows).
+fn blocks(block: usize) -> impl Strategy<Value = Vec<f32>> {
+    (
+        1usize..12,
+        proptest::collection::vec(value(), block * 12),
+        0u8..4,
+    )
+        .prop_map(move |(n, mut v, mode)| {
+            v.truncate(n * block);
+            if mode == 0 {
+                let first = v.len().min(block);
+                for x in &mut v[..first] {
+                    *x = f32::from_bits(x.to_bits() & 0x8000_ffff); // subnormals
+                }
+            }
+            v
+        })
+}
+
+fn check_quantize(gpu: &WgpuBackend, format: Format, x: &[f32]) -> Result<(), String> {
+    let g = gpu.quantize(format, x).map_err(|e| e.to_string())?;
+    let c = CpuBackend.quantize(format, x).map_err(|e| e.to_string())?;
+    if g.data != c.data {
+        let i = g
+            .data
+            .iter()
+            .zip(&c.data)
+            .position(|(a, b)| a != b)
+            .unwrap_or(0);
+        return Err(format!(
+            "{format:?}: byte {i} (block {}): GPU {:02x?}, CPU {:02x?}",
+            i / (c.data.len() / (x.len() / format.block())).max(1),
+            &g.data[i.saturating_sub(4)..(i + 4).min(g.data.len())],
+            &c.data[i.saturating_sub(4)..(i + 4).min(c.data.len())]
+        ));
+    }
+    let same_scales = g.absmax.len() == c.absmax.len()
+        && g.absmax
+            .iter()
+            .zip(&c.absmax)
+            .all(|(a, b)| same_f32(a.to_bits(), b.to_bits()));
+    if !same_scales {
+        return Err(format!(
+            "{format:?}: absmax {:?} vs {:?}",
+            g.absmax, c.absmax
+        ));
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn q8_0_quantize_is_byte_identical(x in blocks(32)) {
+        let Some(gpu) = gpu() else { return Ok(()) };
+        prop_assert_eq!(check_quantize(gpu, Format::Q8_0, &x), Ok(()));
+    }
+
+    #[test]
+    fn q4_0_quantize_is_byte_identical(x in blocks(32)) {
+        let Some(gpu) = gpu() else { return Ok(()) };
+        prop_assert_eq!(check_quantize(gpu, Format::Q4_0, &x), Ok(()));
+    }
+
+    #[test]
+    fn nf4_quantize_is_byte_identical(x in blocks(64)) {
+        let Some(gpu) = gpu() else { return Ok(()) };
+        prop_assert_eq!(check_quantize(gpu, Format::Nf4, &x), Ok(()));
+    }
+}
+
+#[test]
+fn quantize_a_real_sized_tensor_and_round_trip() {
+    let Some(gpu) = gpu() else { return };
+    // 2048 × 1024 values of a smooth distribution, odd block counts included by the size.
+    let n = 2048 * 1024 + 32;
+    let x: Vec<f32> = (0..n)
+        .map(|i| ((i as f32) * 0.618).sin() * (1.0 + (i % 97) as f32))
+        .collect();
+    for format in [Format::Q8_0, Format::Q4_0] {
+        assert_eq!(check_quantize(gpu, format, &x), Ok(()));
+    }
+    assert_eq!(check_quantize(gpu, Format::Nf4, &x[..n - 32]), Ok(()));
+    // And the GPU's own dequantization of its output is the CPU's.
+    let q = gpu.quantize(Format::Q8_0, &x).unwrap();
+    assert_eq!(check(gpu, q.view(Format::Q8_0)), Ok(()));
+    assert!(gpu.quantize(Format::Q8_0, &x[..33]).is_err());
+}
+
+#[test]
+fn the_kernels_nf4_thresholds_are_the_cpus() {
+    let wgsl = ggufy_gpu::QUANTIZE_WGSL;
+    let start = wgsl.find("array<u32, 15>(").expect("NF4 thresholds") + "array<u32, 15>(".len();
+    let end = start + wgsl[start..].find(");").unwrap();
+    let table: Vec<f32> = wgsl[start..end]
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            f32::from_bits(
+                u32::from_str_radix(s.trim_start_matches("0x").trim_end_matches('u'), 16).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(table, ggufy_quant::nf4::NF4_THRESHOLDS);
 }
