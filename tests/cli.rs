@@ -1207,3 +1207,26 @@ fn completions_and_man_pages_cover_every_command() {
     let convert = std::fs::read_to_string(pages.join("ggufy-convert.1")).unwrap();
     assert!(convert.contains("outtype"));
 }
+
+#[cfg(not(feature = "gpu"))]
+#[test]
+fn device_gpu_without_gpu_support_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.gguf");
+    let src = fixtures().join("gguf/tiny-llama-f16.gguf");
+    let o = ggufy(&[
+        "quantize",
+        src.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "q8_0",
+        "--device",
+        "gpu",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("built without GPU support") && err.contains("--features gpu"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}

@@ -45,6 +45,9 @@ pub struct ConvertArgs {
     /// Replace OUTPUT if it exists (never an input).
     #[arg(long, short = 'f')]
     force: bool,
+    /// Where to quantize: cpu (default) or gpu (Q8_0, Q4_0 and NF4 tensors; same bytes).
+    #[arg(long, value_enum, default_value_t = crate::device::Device::Cpu)]
+    device: crate::device::Device,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     json: bool,
@@ -195,6 +198,7 @@ pub fn run(args: &ConvertArgs) -> Result<String> {
                 .map(|s| dir.join(s))
                 .collect(),
         },
+        offload: crate::device::offload(args.device, args.quiet)?,
     };
     let bar = progress_bar(plan.tensors.len() as u64, args.quiet);
     let (path, reports) = execute(&plan, output, &exec, &mut |_, r| {

@@ -2,6 +2,7 @@
 //! Exit codes: 0 success, 1 the job failed (bad input, I/O), 2 bad arguments (clap's convention).
 
 mod convert;
+mod device;
 mod inspect;
 mod perplexity;
 mod quantize;

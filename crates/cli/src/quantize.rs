@@ -43,6 +43,9 @@ pub struct QuantizeArgs {
     /// Replace OUTPUT if it exists (never an input).
     #[arg(long, short = 'f')]
     force: bool,
+    /// Where to quantize: cpu (default) or gpu (Q8_0, Q4_0 and NF4 tensors; same bytes).
+    #[arg(long, value_enum, default_value_t = crate::device::Device::Cpu)]
+    device: crate::device::Device,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     json: bool,
@@ -94,6 +97,7 @@ pub fn run(args: &QuantizeArgs) -> Result<String> {
             overwrite: args.force,
             inputs: vec![args.input.clone()],
         },
+        offload: crate::device::offload(args.device, args.quiet)?,
     };
     let bar = progress_bar(plan.tensors.len() as u64, args.quiet);
     let (path, reports) = execute(&plan, &args.output, &opts, &mut |i, r| {

@@ -210,3 +210,56 @@ impl Backend for CpuBackend {
         }
     }
 }
+
+/// A backend as the plan executor's [`ggufy_plan::Offload`]: whole tensors whose target it
+/// produces (Q8_0, Q4_0 with x86 rounding, NF4) are quantized there; the file is the same.
+#[derive(Debug)]
+pub struct Offloaded<B>(pub B);
+
+impl<B: Backend + Send + Sync> Offloaded<B> {
+    fn format(target: ggufy_plan::Target, rounding: ggufy_quant::Rounding) -> Option<Format> {
+        use ggufy_gguf::GgmlType;
+        use ggufy_plan::Target;
+        match target {
+            Target::Ggml(GgmlType::Q8_0) => Some(Format::Q8_0),
+            Target::Ggml(GgmlType::Q4_0) if rounding == ggufy_quant::Rounding::Separate => {
+                Some(Format::Q4_0)
+            }
+            Target::Nf4Codes => Some(Format::Nf4),
+            _ => None,
+        }
+    }
+}
+
+impl<B: Backend + Send + Sync> ggufy_plan::Offload for Offloaded<B> {
+    fn supports(&self, target: ggufy_plan::Target, rounding: ggufy_quant::Rounding) -> bool {
+        Self::format(target, rounding).is_some()
+    }
+
+    fn quantize(
+        &self,
+        target: ggufy_plan::Target,
+        x: &[f32],
+        out: &mut [u8],
+        scales: &mut [u8],
+    ) -> Result<(), String> {
+        let format = Self::format(target, ggufy_quant::Rounding::Separate)
+            .ok_or_else(|| format!("{} cannot produce {target:?}", self.0.name()))?;
+        let q = self.0.quantize(format, x).map_err(|e| e.to_string())?;
+        if q.data.len() != out.len() || q.absmax.len() * 4 != scales.len() {
+            return Err(format!(
+                "{} returned {} bytes and {} scales for a {}-byte tensor with {} scale bytes",
+                self.0.name(),
+                q.data.len(),
+                q.absmax.len(),
+                out.len(),
+                scales.len()
+            ));
+        }
+        out.copy_from_slice(&q.data);
+        for (dst, v) in scales.chunks_exact_mut(4).zip(&q.absmax) {
+            dst.copy_from_slice(&v.to_le_bytes());
+        }
+        Ok(())
+    }
+}

@@ -292,8 +292,26 @@ pub enum PlanError {
     },
 }
 
+/// Quantizes whole tensors somewhere else than the CPU's row loop — a GPU — for the targets it
+/// supports; the executor decodes (and transforms) the rows on the CPU first. An offload must
+/// produce exactly the bytes the CPU reference does: the output file may not depend on it.
+pub trait Offload: Send + Sync {
+    /// Whether `target` with `rounding` can be offloaded.
+    fn supports(&self, target: Target, rounding: Rounding) -> bool;
+
+    /// Quantizes `x` (the whole tensor, rows of f32) into `out` and, for NF4 codes, the f32
+    /// block scales (little-endian) into `scales`.
+    fn quantize(
+        &self,
+        target: Target,
+        x: &[f32],
+        out: &mut [u8],
+        scales: &mut [u8],
+    ) -> Result<(), String>;
+}
+
 /// Options for [`execute`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct ExecOptions {
     /// Worker threads; 0 means one per available core.
     pub threads: usize,
@@ -301,6 +319,32 @@ pub struct ExecOptions {
     pub rounding: Rounding,
     /// Overwrite and input-protection settings of the writer.
     pub writer: WriterOptions,
+    /// Where supported tensors are quantized instead of the CPU (a GPU), if anywhere.
+    pub offload: Option<std::sync::Arc<dyn Offload>>,
+}
+
+impl std::fmt::Debug for ExecOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecOptions")
+            .field("threads", &self.threads)
+            .field("rounding", &self.rounding)
+            .field("writer", &self.writer)
+            .field("offload", &self.offload.is_some())
+            .finish()
+    }
+}
+
+/// Decodes every row of `t` (with its transform) into one f32 buffer, for an [`Offload`].
+fn decode_tensor(t: &PlannedTensor<'_>, x: &mut [f32]) -> Result<(), QuantError> {
+    let ne0 = t.ne0() as usize;
+    x.par_chunks_mut(ne0.max(1)).enumerate().try_for_each_init(
+        || (vec![0.0f32; ne0 / NF4_BLOCK], Vec::<f32>::new()),
+        |(am, scratch), (r, row)| {
+            decode_row(&t.source, t.source_row(r), row, am)?;
+            apply_transform(t, row, scratch);
+            Ok(())
+        },
+    )
 }
 
 /// What happened to one tensor.
@@ -672,9 +716,20 @@ pub fn execute(
                 pending_scales.clear();
                 pending_scales.resize(scale_len, 0);
                 let scales = &mut pending_scales;
+                let offload = opts
+                    .offload
+                    .as_deref()
+                    .filter(|o| o.supports(t.out, opts.rounding));
                 writer
-                    .write_tensor_with(|buf| {
-                        pool.install(|| convert_tensor(t, buf, scales, opts.rounding))
+                    .write_tensor_with(|buf| match offload {
+                        None => pool.install(|| convert_tensor(t, buf, scales, opts.rounding)),
+                        Some(o) => {
+                            let n = (t.ne0() * t.rows()) as usize;
+                            let mut x = vec![0.0f32; n];
+                            pool.install(|| decode_tensor(t, &mut x))?;
+                            o.quantize(t.out, &x, buf, scales)
+                                .map_err(QuantError::Offload)
+                        }
                     })
                     .map_err(|e| match e {
                         ggufy_gguf::WriteError::Gguf(g) => PlanError::Gguf(g),

@@ -66,6 +66,9 @@ pub enum QuantError {
         /// Bytes supplied.
         bytes: usize,
     },
+    /// A device that quantizes on the CPU's behalf (a GPU) failed.
+    #[error("quantizing on the device failed: {0}")]
+    Offload(String),
 }
 
 /// Types [`quantize_row`] can produce.

@@ -1,0 +1,110 @@
+//! `--device gpu` end to end: the files `convert` and `quantize` write with the GPU doing the
+//! Q8_0, Q4_0 and NF4 tensors are byte-identical to the CPU's. Needs the `gpu` feature and a
+//! wgpu adapter (lavapipe in CI: `cargo test -p ggufy --features gpu --test gpu`); without an
+//! adapter the tests say so and pass, unless `GGUFY_REQUIRE_GPU_TESTS=1`.
+#![cfg(feature = "gpu")]
+
+mod common;
+
+use common::{fixtures, ggufy, stderr};
+
+/// Whether `--device gpu` works here; panics if it must.
+fn gpu_available() -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("probe.gguf");
+    let o = ggufy(&[
+        "quantize",
+        fixtures()
+            .join("gguf/tiny-llama-f16.gguf")
+            .to_str()
+            .unwrap(),
+        out.to_str().unwrap(),
+        "q8_0",
+        "--device",
+        "gpu",
+        "-q",
+    ]);
+    if o.status.success() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("GGUFY_REQUIRE_GPU_TESTS").is_none(),
+        "GGUFY_REQUIRE_GPU_TESTS is set but: {}",
+        stderr(&o)
+    );
+    eprintln!("SKIPPED: {}", stderr(&o).trim());
+    false
+}
+
+#[test]
+fn quantize_on_the_gpu_writes_the_cpus_file() {
+    if !gpu_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixtures().join("gguf/tiny-llama-f16.gguf");
+    for ty in ["q8_0", "q4_0", "nf4"] {
+        for pure in [false, true] {
+            let run = |device: &str| {
+                let out = dir.path().join(format!("{ty}-{pure}-{device}.gguf"));
+                let mut args = vec![
+                    "quantize",
+                    src.to_str().unwrap(),
+                    out.to_str().unwrap(),
+                    ty,
+                    "--device",
+                    device,
+                    "-q",
+                ];
+                if pure {
+                    args.push("--pure");
+                }
+                let o = ggufy(&args);
+                assert!(o.status.success(), "{ty} {device}: {}", stderr(&o));
+                std::fs::read(out).unwrap()
+            };
+            assert!(
+                run("gpu") == run("cpu"),
+                "{ty} (pure: {pure}) differs on the GPU"
+            );
+        }
+    }
+}
+
+#[test]
+fn convert_on_the_gpu_writes_the_cpus_file() {
+    if !gpu_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (ckpt, pre) in [
+        ("tiny-llama", None),
+        ("tiny-qwen2", Some("qwen2")),
+        ("tiny-llama-nf4", None),
+    ] {
+        for ty in ["q8_0", "q4_0", "nf4"] {
+            let run = |device: &str| {
+                let out = dir.path().join(format!("{ckpt}-{ty}-{device}.gguf"));
+                let src = fixtures().join("hf").join(ckpt);
+                let mut args = vec![
+                    "convert",
+                    src.to_str().unwrap(),
+                    "-o",
+                    out.to_str().unwrap(),
+                    "--outtype",
+                    ty,
+                    "--device",
+                    device,
+                    "-q",
+                ];
+                if let Some(p) = pre {
+                    args.extend(["--vocab-pre", p]);
+                }
+                let o = ggufy(&args);
+                assert!(o.status.success(), "{ckpt} {ty} {device}: {}", stderr(&o));
+                std::fs::read(out).unwrap()
+            };
+            assert!(run("gpu") == run("cpu"), "{ckpt} {ty} differs on the GPU");
+        }
+    }
+}
