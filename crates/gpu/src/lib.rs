@@ -12,7 +12,7 @@
 mod wgpu_backend;
 
 #[cfg(feature = "wgpu")]
-pub use wgpu_backend::{DEQUANTIZE_WGSL, QUANTIZE_WGSL, WgpuBackend};
+pub use wgpu_backend::{DEQUANTIZE_WGSL, MATMUL_WGSL, QUANTIZE_WGSL, WgpuBackend};
 
 use ggufy_quant::nf4::{NF4_BLOCK, dequantize_nf4, quantize_nf4};
 
@@ -159,6 +159,44 @@ pub trait Backend {
 
     /// Encodes `x` (whole blocks) in `format`, byte for byte as the CPU reference does.
     fn quantize(&self, format: Format, x: &[f32]) -> Result<QuantizedBuf, GpuError>;
+
+    /// `y[t·rows + r] = Σ_j W[r][j] · x[t·cols + j]`: a `rows × cols` quantized matrix times
+    /// `x.len() / cols` activation rows (one for decode, a batch for prefill). Sums are f32 on a
+    /// GPU and f64 on the CPU reference; see the tests for the tolerance.
+    fn matmul(
+        &self,
+        w: Quantized<'_>,
+        rows: usize,
+        cols: usize,
+        x: &[f32],
+        y: &mut [f32],
+    ) -> Result<(), GpuError>;
+}
+
+/// Checks a mat-mul's shapes; returns the number of activation rows (tokens).
+pub(crate) fn check_matmul(
+    w: Quantized<'_>,
+    rows: usize,
+    cols: usize,
+    x: usize,
+    y: usize,
+) -> Result<usize, GpuError> {
+    let n = w.len()?;
+    let block = match w {
+        Quantized::Nf4 { .. } => NF4_BLOCK,
+        _ => 32,
+    };
+    if cols == 0 || !cols.is_multiple_of(block) || rows.checked_mul(cols) != Some(n) {
+        return Err(GpuError::Layout(format!(
+            "a {rows} × {cols} matrix of {block}-value blocks does not hold {n} values"
+        )));
+    }
+    if !x.is_multiple_of(cols) || y != x / cols * rows {
+        return Err(GpuError::Layout(format!(
+            "{x} activations are not whole rows of {cols}, or {y} outputs are not {rows} per row"
+        )));
+    }
+    Ok(x / cols)
 }
 
 /// The CPU: `ggufy-quant`'s reference code, what every GPU kernel must reproduce.
@@ -183,6 +221,49 @@ impl Backend for CpuBackend {
                 Ok(())
             }
         }
+    }
+
+    fn matmul(
+        &self,
+        w: Quantized<'_>,
+        rows: usize,
+        cols: usize,
+        x: &[f32],
+        y: &mut [f32],
+    ) -> Result<(), GpuError> {
+        let tokens = check_matmul(w, rows, cols, x.len(), y.len())?;
+        let mut row = vec![0f32; cols];
+        let row_bytes = |bytes: usize| bytes / rows.max(1);
+        for r in 0..rows {
+            let one = match w {
+                Quantized::Q8_0(b) => {
+                    let n = row_bytes(b.len());
+                    Quantized::Q8_0(&b[r * n..(r + 1) * n])
+                }
+                Quantized::Q4_0(b) => {
+                    let n = row_bytes(b.len());
+                    Quantized::Q4_0(&b[r * n..(r + 1) * n])
+                }
+                Quantized::Nf4 { codes, absmax } => {
+                    let (n, m) = (cols / 2, cols / NF4_BLOCK);
+                    Quantized::Nf4 {
+                        codes: &codes[r * n..(r + 1) * n],
+                        absmax: &absmax[r * m..(r + 1) * m],
+                    }
+                }
+            };
+            self.dequantize(one, &mut row)?;
+            for t in 0..tokens {
+                let xt = &x[t * cols..(t + 1) * cols];
+                let s: f64 = row
+                    .iter()
+                    .zip(xt)
+                    .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                    .sum();
+                y[t * rows + r] = s as f32;
+            }
+        }
+        Ok(())
     }
 
     fn quantize(&self, format: Format, x: &[f32]) -> Result<QuantizedBuf, GpuError> {

@@ -10,9 +10,13 @@ use crate::{Backend, Format, GpuError, Quantized, QuantizedBuf};
 pub const DEQUANTIZE_WGSL: &str = include_str!("../../../kernels/wgsl/dequantize.wgsl");
 /// The quantization kernels (`kernels/wgsl/quantize.wgsl`).
 pub const QUANTIZE_WGSL: &str = include_str!("../../../kernels/wgsl/quantize.wgsl");
+/// The quantized mat-vec / mat-mul kernels (`kernels/wgsl/matmul.wgsl`).
+pub const MATMUL_WGSL: &str = include_str!("../../../kernels/wgsl/matmul.wgsl");
 
 /// The most workgroups one dispatch dimension takes.
 const MAX_GROUPS_X: u32 = 65_535;
+/// In a kernel's parameters, the slot that receives the grid's x extent.
+const GROUPS_X: u32 = u32::MAX;
 
 /// One entry point with its bindings: `inputs` read-only storage buffers, then `outputs`
 /// read-write ones, then a uniform of four u32.
@@ -37,6 +41,9 @@ pub struct WgpuBackend {
     quantize_q4_0: Kernel,
     quantize_nf4: Kernel,
     check_arithmetic: Kernel,
+    matmul_q8_0: Kernel,
+    matmul_q4_0: Kernel,
+    matmul_nf4: Kernel,
 }
 
 impl std::fmt::Debug for WgpuBackend {
@@ -73,6 +80,10 @@ impl WgpuBackend {
             label: Some("quantize.wgsl"),
             source: wgpu::ShaderSource::Wgsl(QUANTIZE_WGSL.into()),
         });
+        let mm = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("matmul.wgsl"),
+            source: wgpu::ShaderSource::Wgsl(MATMUL_WGSL.into()),
+        });
         let kernel = |module: &wgpu::ShaderModule, entry: &str, inputs, outputs, width| {
             build_kernel(&device, module, entry, inputs, outputs, width)
         };
@@ -84,6 +95,9 @@ impl WgpuBackend {
             quantize_q4_0: kernel(&q, "quantize_q4_0", 1, 2, 64),
             quantize_nf4: kernel(&q, "quantize_nf4", 1, 2, 64),
             check_arithmetic: kernel(&q, "check_arithmetic", 1, 2, 64),
+            matmul_q8_0: kernel(&mm, "matmul_q8_0", 3, 1, 1),
+            matmul_q4_0: kernel(&mm, "matmul_q4_0", 3, 1, 1),
+            matmul_nf4: kernel(&mm, "matmul_nf4", 3, 1, 1),
             adapter: adapter.get_info(),
             device,
             queue,
@@ -96,21 +110,22 @@ impl WgpuBackend {
     }
 
     /// Runs `k` over `items` invocations with `inputs` bound in order, returning its outputs
-    /// (of `output_bytes` each, rounded up to whole words). `count` goes to the kernel's
-    /// parameters, followed by the x extent of the 2-D grid.
+    /// (of `output_bytes` each, rounded up to whole words). `params` fills the kernel's
+    /// uniform; `GROUPS_X` in it is replaced by the x extent of the 2-D grid.
     fn dispatch(
         &self,
         k: &Kernel,
         inputs: &[&[u8]],
         output_bytes: &[usize],
-        count: u32,
+        params: [u32; 4],
         items: u32,
     ) -> Result<Vec<Vec<u8>>, GpuError> {
         debug_assert_eq!((inputs.len(), output_bytes.len()), (k.inputs, k.outputs));
         let groups = items.div_ceil(k.width).max(1);
         let (gx, gy) = (groups.min(MAX_GROUPS_X), groups.div_ceil(MAX_GROUPS_X));
-        let params: Vec<u8> = [count, gx, 0, 0]
+        let params: Vec<u8> = params
             .iter()
+            .map(|&v| if v == GROUPS_X { gx } else { v })
             .flat_map(|v| v.to_le_bytes())
             .collect();
         let words = |n: usize| (n.div_ceil(4).max(1) * 4) as u64;
@@ -221,7 +236,7 @@ impl WgpuBackend {
             &self.check_arithmetic,
             &[&input],
             &[pairs.len() * 20, 4],
-            n,
+            [n, GROUPS_X, 0, 0],
             n,
         )?;
         Ok(out[0]
@@ -314,7 +329,13 @@ impl Backend for WgpuBackend {
                 (&self.dequantize_nf4, codes, &scales)
             }
         };
-        let out = self.dispatch(kernel, &[data, scale_bytes], &[n * 4], n32, n32)?;
+        let out = self.dispatch(
+            kernel,
+            &[data, scale_bytes],
+            &[n * 4],
+            [n32, GROUPS_X, 0, 0],
+            n32,
+        )?;
         for (d, b) in dst.iter_mut().zip(out[0].chunks_exact(4)) {
             *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         }
@@ -339,7 +360,13 @@ impl Backend for WgpuBackend {
         } else {
             items as usize * bytes.div_ceil(blocks) * 2
         };
-        let mut out = self.dispatch(kernel, &[&input], &[room, scale_bytes], nb, items)?;
+        let mut out = self.dispatch(
+            kernel,
+            &[&input],
+            &[room, scale_bytes],
+            [nb, GROUPS_X, 0, 0],
+            items,
+        )?;
         let mut data = std::mem::take(&mut out[0]);
         data.truncate(bytes);
         let absmax = if format == Format::Nf4 {
@@ -351,5 +378,41 @@ impl Backend for WgpuBackend {
             Vec::new()
         };
         Ok(QuantizedBuf { data, absmax })
+    }
+
+    fn matmul(
+        &self,
+        w: Quantized<'_>,
+        rows: usize,
+        cols: usize,
+        x: &[f32],
+        y: &mut [f32],
+    ) -> Result<(), GpuError> {
+        let tokens = crate::check_matmul(w, rows, cols, x.len(), y.len())?;
+        if rows == 0 || tokens == 0 {
+            return Ok(());
+        }
+        let scales: Vec<u8>;
+        let (kernel, data, scale_bytes): (_, &[u8], &[u8]) = match w {
+            Quantized::Q8_0(b) => (&self.matmul_q8_0, b, &[]),
+            Quantized::Q4_0(b) => (&self.matmul_q4_0, b, &[]),
+            Quantized::Nf4 { codes, absmax } => {
+                scales = absmax.iter().flat_map(|v| v.to_le_bytes()).collect();
+                (&self.matmul_nf4, codes, &scales)
+            }
+        };
+        let xs: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let pairs = count32(rows * tokens)?;
+        let out = self.dispatch(
+            kernel,
+            &[data, scale_bytes, &xs],
+            &[y.len() * 4],
+            [count32(rows)?, count32(cols)?, count32(tokens)?, GROUPS_X],
+            pairs,
+        )?;
+        for (d, b) in y.iter_mut().zip(out[0].chunks_exact(4)) {
+            *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        }
+        Ok(())
     }
 }

@@ -398,3 +398,127 @@ fn the_kernels_nf4_thresholds_are_the_cpus() {
         .collect();
     assert_eq!(table, ggufy_quant::nf4::NF4_THRESHOLDS);
 }
+
+// ---------------------------------------------------------------------------------------------
+// mat-vec and mat-mul
+
+/// The stated tolerance: |GPU − reference| ≤ TOL · Σ_j |W[r][j] · x[t][j]|. The GPU adds in f32:
+/// 32 products per block in sequence, one scale multiplication, at most cols/8192 block sums per
+/// invocation and an 8-level tree — under 64 roundings of 2^-24 each for rows up to 64k values,
+/// so 64 · 2^-24 ≈ 3.8e-6 bounds the error; the reference sums in f64.
+const TOL: f64 = 64.0 / 16_777_216.0;
+
+fn check_matmul(
+    gpu: &WgpuBackend,
+    format: Format,
+    rows: usize,
+    cols: usize,
+    w: &[f32],
+    x: &[f32],
+) -> Result<(), String> {
+    let q = CpuBackend.quantize(format, w).map_err(|e| e.to_string())?;
+    let tokens = x.len() / cols;
+    let (mut g, mut c) = (vec![0f32; rows * tokens], vec![0f32; rows * tokens]);
+    gpu.matmul(q.view(format), rows, cols, x, &mut g)
+        .map_err(|e| e.to_string())?;
+    CpuBackend
+        .matmul(q.view(format), rows, cols, x, &mut c)
+        .map_err(|e| e.to_string())?;
+    let mut deq = vec![0f32; rows * cols];
+    CpuBackend
+        .dequantize(q.view(format), &mut deq)
+        .map_err(|e| e.to_string())?;
+    for t in 0..tokens {
+        for r in 0..rows {
+            let mag: f64 = deq[r * cols..(r + 1) * cols]
+                .iter()
+                .zip(&x[t * cols..(t + 1) * cols])
+                .map(|(&a, &b)| (f64::from(a) * f64::from(b)).abs())
+                .sum();
+            let (gv, cv) = (f64::from(g[t * rows + r]), f64::from(c[t * rows + r]));
+            if (gv - cv).abs() > TOL * mag + 1e-30 {
+                return Err(format!(
+                    "{format:?} {rows}×{cols}, token {t} row {r}: GPU {gv}, reference {cv}, Σ|w·x| {mag}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn matmul_case() -> impl Strategy<Value = (usize, usize, usize, Vec<f32>, Vec<f32>)> {
+    (1usize..40, 1usize..12, 1usize..5, any::<u64>()).prop_map(|(rows, blocks, tokens, seed)| {
+        let cols = blocks * 64;
+        let mut s = seed | 1;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 4.0
+        };
+        let w: Vec<f32> = (0..rows * cols).map(|_| next()).collect();
+        let x: Vec<f32> = (0..tokens * cols).map(|_| next()).collect();
+        (rows, cols, tokens, w, x)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn matmul_agrees_with_the_reference((rows, cols, tokens, w, x) in matmul_case()) {
+        let Some(gpu) = gpu() else { return Ok(()) };
+        let _ = tokens;
+        for format in [Format::Q8_0, Format::Q4_0, Format::Nf4] {
+            prop_assert_eq!(check_matmul(gpu, format, rows, cols, &w, &x), Ok(()));
+        }
+    }
+}
+
+#[test]
+fn matmul_on_long_rows_and_many_rows() {
+    let Some(gpu) = gpu() else { return };
+    // A 32,768-wide row (more blocks than invocations, for every format) and a matrix of
+    // 70,000 rows (more workgroups than one grid dimension holds).
+    let (rows, cols) = (3, 32 * 1024);
+    let w: Vec<f32> = (0..rows * cols)
+        .map(|i| ((i as f32) * 0.37).sin())
+        .collect();
+    let x: Vec<f32> = (0..2 * cols).map(|i| ((i as f32) * 0.11).cos()).collect();
+    for format in [Format::Q8_0, Format::Q4_0, Format::Nf4] {
+        assert_eq!(check_matmul(gpu, format, rows, cols, &w, &x), Ok(()));
+    }
+    let (rows, cols) = (70_000, 64);
+    let w: Vec<f32> = (0..rows * cols)
+        .map(|i| ((i as f32) * 0.013).sin())
+        .collect();
+    let x: Vec<f32> = (0..cols).map(|i| i as f32 / 64.0 - 0.5).collect();
+    assert_eq!(check_matmul(gpu, Format::Q4_0, rows, cols, &w, &x), Ok(()));
+}
+
+#[test]
+fn matmul_shape_errors() {
+    let Some(gpu) = gpu() else { return };
+    let q = CpuBackend.quantize(Format::Q8_0, &[0.5; 64]).unwrap();
+    let mut y = [0f32; 2];
+    assert!(
+        gpu.matmul(q.view(Format::Q8_0), 2, 32, &[1.0; 32], &mut y)
+            .is_ok()
+    );
+    assert!(
+        gpu.matmul(q.view(Format::Q8_0), 1, 64, &[1.0; 32], &mut y[..1])
+            .is_err()
+    );
+    assert!(
+        gpu.matmul(q.view(Format::Q8_0), 2, 32, &[1.0; 33], &mut y)
+            .is_err()
+    );
+    assert!(
+        gpu.matmul(q.view(Format::Q8_0), 3, 32, &[1.0; 32], &mut y)
+            .is_err()
+    );
+    assert!(
+        gpu.matmul(q.view(Format::Q8_0), 2, 32, &[1.0; 64], &mut y)
+            .is_err()
+    );
+}
