@@ -1230,3 +1230,40 @@ fn device_gpu_without_gpu_support_is_a_clear_error() {
     );
     assert!(!out.exists());
 }
+
+#[cfg(not(any(feature = "gpu", feature = "cuda")))]
+#[test]
+fn device_auto_falls_back_to_the_cpu_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixtures().join("gguf/tiny-llama-f16.gguf");
+    let (auto, cpu) = (dir.path().join("auto.gguf"), dir.path().join("cpu.gguf"));
+    let src = src.to_str().unwrap();
+    let o = ggufy(&[
+        "quantize",
+        src,
+        auto.to_str().unwrap(),
+        "q4_0",
+        "--device",
+        "auto",
+    ]);
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("falling back to the CPU") && err.contains("without CUDA support"),
+        "{err}"
+    );
+    let o = ggufy(&["quantize", src, cpu.to_str().unwrap(), "q4_0", "-q"]);
+    assert!(o.status.success());
+    assert_eq!(std::fs::read(auto).unwrap(), std::fs::read(&cpu).unwrap());
+    let o = ggufy(&[
+        "quantize",
+        src,
+        cpu.to_str().unwrap(),
+        "q4_0",
+        "--device",
+        "cuda",
+        "-f",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--features cuda"));
+}

@@ -20,8 +20,8 @@ extern "C" __global__ void matmul_q8_0(const u8* w, const float* x, float* y, u3
     u32 r = blockIdx.x % rows, t = blockIdx.x / rows, nb = cols / 32u;
     float acc = 0.0f;
     for (u32 b = threadIdx.x; b < nb; b += 256u) {
-        const u8* blk = w + ((size_t)r * nb + b) * 34u;
-        const float* xb = x + (size_t)t * cols + b * 32u;
+        const u8* blk = w + ((unsigned long long)r * nb + b) * 34u;
+        const float* xb = x + (unsigned long long)t * cols + b * 32u;
         float d = f16_to_f32((u32)blk[0] | ((u32)blk[1] << 8));
         float s = 0.0f;
         for (u32 j = 0; j < 32u; j++) s = __fadd_rn(s, __fmul_rn((float)(signed char)blk[2 + j], xb[j]));
@@ -34,8 +34,8 @@ extern "C" __global__ void matmul_q4_0(const u8* w, const float* x, float* y, u3
     u32 r = blockIdx.x % rows, t = blockIdx.x / rows, nb = cols / 32u;
     float acc = 0.0f;
     for (u32 b = threadIdx.x; b < nb; b += 256u) {
-        const u8* blk = w + ((size_t)r * nb + b) * 18u;
-        const float* xb = x + (size_t)t * cols + b * 32u;
+        const u8* blk = w + ((unsigned long long)r * nb + b) * 18u;
+        const float* xb = x + (unsigned long long)t * cols + b * 32u;
         float d = f16_to_f32((u32)blk[0] | ((u32)blk[1] << 8));
         float s = 0.0f;
         for (u32 j = 0; j < 16u; j++) {
@@ -52,8 +52,8 @@ extern "C" __global__ void matmul_nf4(const u8* codes, const float* absmax, cons
     u32 r = blockIdx.x % rows, t = blockIdx.x / rows, nb = cols / 64u;
     float acc = 0.0f;
     for (u32 b = threadIdx.x; b < nb; b += 256u) {
-        size_t blk = (size_t)r * nb + b;
-        const float* xb = x + (size_t)t * cols + b * 64u;
+        unsigned long long blk = (unsigned long long)r * nb + b;
+        const float* xb = x + (unsigned long long)t * cols + b * 64u;
         float s = 0.0f;
         for (u32 j = 0; j < 32u; j++) {
             u32 v = codes[blk * 32u + j];

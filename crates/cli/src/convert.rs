@@ -45,7 +45,7 @@ pub struct ConvertArgs {
     /// Replace OUTPUT if it exists (never an input).
     #[arg(long, short = 'f')]
     force: bool,
-    /// Where to quantize: cpu (default) or gpu (Q8_0, Q4_0 and NF4 tensors; same bytes).
+    /// Where to quantize Q8_0, Q4_0 and NF4 tensors (same bytes on every device).
     #[arg(long, value_enum, default_value_t = crate::device::Device::Cpu)]
     device: crate::device::Device,
     /// Print a JSON summary on stdout.

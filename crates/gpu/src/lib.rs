@@ -2,14 +2,20 @@
 //!
 //! The CPU ([`CpuBackend`], `ggufy-quant`'s reference code) is the default and the reference every
 //! GPU kernel is tested against. With the `wgpu` feature, [`WgpuBackend`] runs the WGSL kernels of
-//! `kernels/wgsl/` on Vulkan or Metal; without features nothing GPU-related is compiled, so a
-//! plain build needs no toolkit or driver.
+//! `kernels/wgsl/` on Vulkan or Metal; with `cuda`, [`CudaBackend`] runs `kernels/cuda/` on an
+//! NVIDIA GPU. Without features nothing GPU-related is compiled, so a plain build needs no
+//! toolkit or driver.
 //!
 //! Kernels so far: dequantization of Q8_0, Q4_0 and NF4 to f32, and quantization of f32 to the
 //! same three formats, all equal to the CPU bit for bit.
 
+#[cfg(feature = "cuda")]
+mod cuda_backend;
 #[cfg(feature = "wgpu")]
 mod wgpu_backend;
+
+#[cfg(feature = "cuda")]
+pub use cuda_backend::{CudaBackend, compile_kernels, cuda_source};
 
 #[cfg(feature = "wgpu")]
 pub use wgpu_backend::{DEQUANTIZE_WGSL, MATMUL_WGSL, QUANTIZE_WGSL, WgpuBackend};
