@@ -59,6 +59,10 @@ pub struct RunArgs {
     /// With --chat: a chat template file to use instead of the file's.
     #[arg(long, requires = "chat")]
     chat_template: Option<PathBuf>,
+    /// Where Q8_0, Q4_0 and NF4 weight matrices are multiplied. On a GPU the sums are f32 in
+    /// another order, so the logits differ slightly from the CPU's (which match llama.cpp's).
+    #[arg(long, value_enum, default_value_t = crate::device::Device::Cpu)]
+    device: crate::device::Device,
 }
 
 /// Runs `ggufy run`.
@@ -67,7 +71,11 @@ pub fn run(a: &RunArgs) -> Result<String> {
     let ctx_label = || a.model.display().to_string();
     let tok =
         Tokenizer::from_gguf(&file).with_context(|| format!("{}: vocabulary", ctx_label()))?;
-    let model = Model::load(&file).with_context(ctx_label)?;
+    let mut model = Model::load(&file).with_context(ctx_label)?;
+    if let Some(acc) = crate::device::accelerator(a.device, false)? {
+        let moved = model.offload(acc.as_ref()).with_context(ctx_label)?;
+        eprintln!("{}: {moved} weight matrices on {}", ctx_label(), acc.name());
+    }
     let prompt = if a.chat {
         chat_prompt(a, &file, &tok)?
     } else {

@@ -13,11 +13,11 @@
 use std::sync::Arc;
 
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig, PushKernelArg,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
 };
 use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
 
-use crate::{Backend, Format, GpuError, Quantized, QuantizedBuf};
+use crate::{Backend, Format, GpuError, Quantized, QuantizedBuf, Resident};
 
 const COMMON: &str = include_str!("../../../kernels/cuda/common.cuh");
 const DEQUANTIZE: &str = include_str!("../../../kernels/cuda/dequantize.cu");
@@ -296,6 +296,90 @@ impl Backend for CudaBackend {
                 .map_err(device_err("matmul_nf4"))?;
             }
         }
+        let host = s
+            .clone_dtoh(&out)
+            .map_err(device_err("copying from the GPU"))?;
+        y.copy_from_slice(&host);
+        Ok(())
+    }
+
+    fn upload(
+        &self,
+        w: Quantized<'_>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Box<dyn Resident>, GpuError> {
+        crate::check_matmul(w, rows, cols, 0, 0)?;
+        let s = &self.stream;
+        let copy = device_err("copying to the GPU");
+        let (name, data, absmax) = match w {
+            Quantized::Q8_0(b) => ("matmul_q8_0", b, None),
+            Quantized::Q4_0(b) => ("matmul_q4_0", b, None),
+            Quantized::Nf4 { codes, absmax } => (
+                "matmul_nf4",
+                codes,
+                Some(s.clone_htod(absmax).map_err(&copy)?),
+            ),
+        };
+        Ok(Box::new(CudaResident {
+            function: self.function(name)?,
+            weights: s.clone_htod(data).map_err(&copy)?,
+            absmax,
+            stream: s.clone(),
+            rows: u32_of(rows)?,
+            cols: u32_of(cols)?,
+        }))
+    }
+}
+
+/// A weight matrix in GPU memory with the mat-mul kernel for its format.
+struct CudaResident {
+    stream: Arc<CudaStream>,
+    function: CudaFunction,
+    weights: CudaSlice<u8>,
+    absmax: Option<CudaSlice<f32>>,
+    rows: u32,
+    cols: u32,
+}
+
+impl Resident for CudaResident {
+    fn matmul(&self, x: &[f32], y: &mut [f32]) -> Result<(), GpuError> {
+        let (rows, cols) = (self.rows as usize, self.cols as usize);
+        if !x.len().is_multiple_of(cols) || y.len() != x.len() / cols * rows {
+            return Err(GpuError::Layout(format!(
+                "{} activations and {} outputs do not fit a {rows} × {cols} matrix",
+                x.len(),
+                y.len()
+            )));
+        }
+        if y.is_empty() {
+            return Ok(());
+        }
+        let s = &self.stream;
+        let xs = s.clone_htod(x).map_err(device_err("copying to the GPU"))?;
+        let mut out = s
+            .alloc_zeros::<f32>(y.len())
+            .map_err(device_err("allocating"))?;
+        let cfg = LaunchConfig {
+            grid_dim: (u32_of(y.len())?, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the kernels take (const u8* w, [const float* absmax,] const float* x, float* y,
+        // u32 rows, u32 cols); the buffers were sized for this matrix and these activations.
+        unsafe {
+            let mut b = s.launch_builder(&self.function);
+            b.arg(&self.weights);
+            if let Some(a) = &self.absmax {
+                b.arg(a);
+            }
+            b.arg(&xs)
+                .arg(&mut out)
+                .arg(&self.rows)
+                .arg(&self.cols)
+                .launch(cfg)
+        }
+        .map_err(device_err("matmul"))?;
         let host = s
             .clone_dtoh(&out)
             .map_err(device_err("copying from the GPU"))?;

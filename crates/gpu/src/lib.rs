@@ -177,6 +177,46 @@ pub trait Backend {
         x: &[f32],
         y: &mut [f32],
     ) -> Result<(), GpuError>;
+
+    /// Copies a `rows × cols` matrix to the device once, for [`Resident::matmul`].
+    fn upload(
+        &self,
+        w: Quantized<'_>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Box<dyn Resident>, GpuError>;
+}
+
+impl Quantized<'_> {
+    /// The format of the data.
+    pub fn format(&self) -> Format {
+        match self {
+            Quantized::Q8_0(_) => Format::Q8_0,
+            Quantized::Q4_0(_) => Format::Q4_0,
+            Quantized::Nf4 { .. } => Format::Nf4,
+        }
+    }
+}
+
+/// The CPU's "resident" matrix: its own copy, multiplied by the reference.
+struct CpuResident {
+    format: Format,
+    data: QuantizedBuf,
+    rows: usize,
+    cols: usize,
+}
+
+impl Resident for CpuResident {
+    fn matmul(&self, x: &[f32], y: &mut [f32]) -> Result<(), GpuError> {
+        CpuBackend.matmul(self.data.view(self.format), self.rows, self.cols, x, y)
+    }
+}
+
+/// A matrix kept on a device for repeated products (a model's weights during generation), so
+/// only activations travel per product.
+pub trait Resident: Send + Sync {
+    /// `y = W · x` for `x.len() / cols` activation rows, as [`Backend::matmul`] computes it.
+    fn matmul(&self, x: &[f32], y: &mut [f32]) -> Result<(), GpuError>;
 }
 
 /// Checks a mat-mul's shapes; returns the number of activation rows (tokens).
@@ -272,6 +312,31 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn upload(
+        &self,
+        w: Quantized<'_>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Box<dyn Resident>, GpuError> {
+        check_matmul(w, rows, cols, 0, 0)?;
+        let data = match w {
+            Quantized::Q8_0(b) | Quantized::Q4_0(b) => QuantizedBuf {
+                data: b.to_vec(),
+                absmax: Vec::new(),
+            },
+            Quantized::Nf4 { codes, absmax } => QuantizedBuf {
+                data: codes.to_vec(),
+                absmax: absmax.to_vec(),
+            },
+        };
+        Ok(Box::new(CpuResident {
+            format: w.format(),
+            data,
+            rows,
+            cols,
+        }))
+    }
+
     fn quantize(&self, format: Format, x: &[f32]) -> Result<QuantizedBuf, GpuError> {
         let blocks = whole_blocks(format, x.len())?;
         let ggml = |ty: ggufy_gguf::GgmlType, bytes: usize| {
@@ -348,5 +413,54 @@ impl<B: Backend + Send + Sync> ggufy_plan::Offload for Offloaded<B> {
             dst.copy_from_slice(&v.to_le_bytes());
         }
         Ok(())
+    }
+}
+
+/// A backend as the runner's [`ggufy_run::Accelerator`]: Q8_0, Q4_0 and NF4 weight matrices are
+/// kept on the device and multiplied there; other formats stay on the CPU.
+#[derive(Debug)]
+pub struct Accelerated<B>(pub B);
+
+/// A [`Resident`] as the runner's device matrix.
+struct RunMatrix(Box<dyn Resident>);
+
+impl ggufy_run::DeviceMatrix for RunMatrix {
+    fn matmul(&self, x: &[f32], out: &mut [f32]) -> Result<(), String> {
+        self.0.matmul(x, out).map_err(|e| e.to_string())
+    }
+}
+
+impl<B: Backend + Send + Sync> ggufy_run::Accelerator for Accelerated<B> {
+    fn name(&self) -> String {
+        self.0.name()
+    }
+
+    fn upload(
+        &self,
+        m: &ggufy_run::weights::Matrix<'_>,
+    ) -> Result<Option<Box<dyn ggufy_run::DeviceMatrix>>, String> {
+        use ggufy_gguf::GgmlType;
+        use ggufy_run::weights::Storage;
+        let absmax: Vec<f32>;
+        let w = match m.storage {
+            Storage::Ggml(GgmlType::Q8_0) => Quantized::Q8_0(m.data),
+            Storage::Ggml(GgmlType::Q4_0) => Quantized::Q4_0(m.data),
+            Storage::Nf4 { absmax: bytes } => {
+                absmax = bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                Quantized::Nf4 {
+                    codes: m.data,
+                    absmax: &absmax,
+                }
+            }
+            _ => return Ok(None),
+        };
+        let resident = self
+            .0
+            .upload(w, m.rows, m.cols)
+            .map_err(|e| e.to_string())?;
+        Ok(Some(Box::new(RunMatrix(resident))))
     }
 }

@@ -4,7 +4,7 @@ use std::sync::mpsc;
 
 use wgpu::util::DeviceExt;
 
-use crate::{Backend, Format, GpuError, Quantized, QuantizedBuf};
+use crate::{Backend, Format, GpuError, Quantized, QuantizedBuf, Resident};
 
 /// The dequantization kernels (`kernels/wgsl/dequantize.wgsl`), compiled into the binary.
 pub const DEQUANTIZE_WGSL: &str = include_str!("../../../kernels/wgsl/dequantize.wgsl");
@@ -20,6 +20,7 @@ const GROUPS_X: u32 = u32::MAX;
 
 /// One entry point with its bindings: `inputs` read-only storage buffers, then `outputs`
 /// read-write ones, then a uniform of four u32.
+#[derive(Clone)]
 struct Kernel {
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
@@ -29,11 +30,23 @@ struct Kernel {
     width: u32,
 }
 
+/// The device and its queue (both cheap handles), which every dispatch needs.
+#[derive(Clone)]
+struct Ctx {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+}
+
+/// A kernel input: bytes to upload for this dispatch, or a buffer already on the device.
+enum Input<'a> {
+    Bytes(&'a [u8]),
+    Buffer(&'a wgpu::Buffer),
+}
+
 /// A wgpu device with the kernels' pipelines built.
 pub struct WgpuBackend {
     adapter: wgpu::AdapterInfo,
-    device: wgpu::Device,
-    queue: wgpu::Queue,
+    ctx: Ctx,
     dequantize_q8_0: Kernel,
     dequantize_q4_0: Kernel,
     dequantize_nf4: Kernel,
@@ -99,8 +112,7 @@ impl WgpuBackend {
             matmul_q4_0: kernel(&mm, "matmul_q4_0", 3, 1, 1),
             matmul_nf4: kernel(&mm, "matmul_nf4", 3, 1, 1),
             adapter: adapter.get_info(),
-            device,
-            queue,
+            ctx: Ctx { device, queue },
         })
     }
 
@@ -109,13 +121,55 @@ impl WgpuBackend {
         &self.adapter
     }
 
+    /// Runs the kernels' integer arithmetic on pairs `(a, b)` of f32 bit patterns, giving per
+    /// pair `[a·b, a/b, f16(a), round(a) as i32, trunc(b) as i32]` — what the quantize kernels
+    /// are built from, exposed so tests can compare it with the host's IEEE operations.
+    #[doc(hidden)]
+    pub fn check_arithmetic(&self, pairs: &[(u32, u32)]) -> Result<Vec<[u32; 5]>, GpuError> {
+        let n =
+            u32::try_from(pairs.len()).map_err(|_| GpuError::Layout("too many pairs".into()))?;
+        let input: Vec<u8> = pairs
+            .iter()
+            .flat_map(|&(a, b)| [a, b])
+            .flat_map(u32::to_le_bytes)
+            .collect();
+        let out = self.ctx.dispatch(
+            &self.check_arithmetic,
+            &[Input::Bytes(&input)],
+            &[pairs.len() * 20, 4],
+            [n, GROUPS_X, 0, 0],
+            n,
+        )?;
+        Ok(out[0]
+            .chunks_exact(20)
+            .map(|c| {
+                let w = |i: usize| u32::from_le_bytes([c[i], c[i + 1], c[i + 2], c[i + 3]]);
+                [w(0), w(4), w(8), w(12), w(16)]
+            })
+            .collect())
+    }
+}
+
+impl Ctx {
+    /// A read-only storage buffer holding `bytes`, padded to whole u32 words (never empty).
+    fn storage(&self, bytes: &[u8]) -> wgpu::Buffer {
+        let mut padded = bytes.to_vec();
+        padded.resize(bytes.len().div_ceil(4).max(1) * 4, 0);
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("input"),
+                contents: &padded,
+                usage: wgpu::BufferUsages::STORAGE,
+            })
+    }
+
     /// Runs `k` over `items` invocations with `inputs` bound in order, returning its outputs
     /// (of `output_bytes` each, rounded up to whole words). `params` fills the kernel's
     /// uniform; `GROUPS_X` in it is replaced by the x extent of the 2-D grid.
     fn dispatch(
         &self,
         k: &Kernel,
-        inputs: &[&[u8]],
+        inputs: &[Input<'_>],
         output_bytes: &[usize],
         params: [u32; 4],
         items: u32,
@@ -129,17 +183,20 @@ impl WgpuBackend {
             .flat_map(|v| v.to_le_bytes())
             .collect();
         let words = |n: usize| (n.div_ceil(4).max(1) * 4) as u64;
-        let in_bufs: Vec<wgpu::Buffer> = inputs
+        let uploaded: Vec<Option<wgpu::Buffer>> = inputs
             .iter()
-            .map(|bytes| {
-                let mut padded = bytes.to_vec();
-                padded.resize(words(bytes.len()) as usize, 0);
-                self.device
-                    .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                        label: Some("input"),
-                        contents: &padded,
-                        usage: wgpu::BufferUsages::STORAGE,
-                    })
+            .map(|input| match input {
+                Input::Bytes(bytes) => Some(self.storage(bytes)),
+                Input::Buffer(_) => None,
+            })
+            .collect();
+        let in_bufs: Vec<&wgpu::Buffer> = inputs
+            .iter()
+            .zip(&uploaded)
+            .map(|(input, up)| match (input, up) {
+                (Input::Buffer(b), _) => *b,
+                (Input::Bytes(_), Some(b)) => b,
+                (Input::Bytes(_), None) => unreachable!("uploaded above"),
             })
             .collect();
         let out_bufs: Vec<(wgpu::Buffer, wgpu::Buffer)> = output_bytes
@@ -169,7 +226,11 @@ impl WgpuBackend {
                 usage: wgpu::BufferUsages::UNIFORM,
             });
         let mut entries: Vec<wgpu::BindGroupEntry<'_>> = Vec::new();
-        for b in in_bufs.iter().chain(out_bufs.iter().map(|(o, _)| o)) {
+        for b in in_bufs
+            .iter()
+            .copied()
+            .chain(out_bufs.iter().map(|(o, _)| o))
+        {
             entries.push(wgpu::BindGroupEntry {
                 binding: entries.len() as u32,
                 resource: b.as_entire_binding(),
@@ -218,34 +279,6 @@ impl WgpuBackend {
             results.push(bytes);
         }
         Ok(results)
-    }
-
-    /// Runs the kernels' integer arithmetic on pairs `(a, b)` of f32 bit patterns, giving per
-    /// pair `[a·b, a/b, f16(a), round(a) as i32, trunc(b) as i32]` — what the quantize kernels
-    /// are built from, exposed so tests can compare it with the host's IEEE operations.
-    #[doc(hidden)]
-    pub fn check_arithmetic(&self, pairs: &[(u32, u32)]) -> Result<Vec<[u32; 5]>, GpuError> {
-        let n =
-            u32::try_from(pairs.len()).map_err(|_| GpuError::Layout("too many pairs".into()))?;
-        let input: Vec<u8> = pairs
-            .iter()
-            .flat_map(|&(a, b)| [a, b])
-            .flat_map(u32::to_le_bytes)
-            .collect();
-        let out = self.dispatch(
-            &self.check_arithmetic,
-            &[&input],
-            &[pairs.len() * 20, 4],
-            [n, GROUPS_X, 0, 0],
-            n,
-        )?;
-        Ok(out[0]
-            .chunks_exact(20)
-            .map(|c| {
-                let w = |i: usize| u32::from_le_bytes([c[i], c[i + 1], c[i + 2], c[i + 3]]);
-                [w(0), w(4), w(8), w(12), w(16)]
-            })
-            .collect())
     }
 }
 
@@ -329,9 +362,9 @@ impl Backend for WgpuBackend {
                 (&self.dequantize_nf4, codes, &scales)
             }
         };
-        let out = self.dispatch(
+        let out = self.ctx.dispatch(
             kernel,
-            &[data, scale_bytes],
+            &[Input::Bytes(data), Input::Bytes(scale_bytes)],
             &[n * 4],
             [n32, GROUPS_X, 0, 0],
             n32,
@@ -360,9 +393,9 @@ impl Backend for WgpuBackend {
         } else {
             items as usize * bytes.div_ceil(blocks) * 2
         };
-        let mut out = self.dispatch(
+        let mut out = self.ctx.dispatch(
             kernel,
-            &[&input],
+            &[Input::Bytes(&input)],
             &[room, scale_bytes],
             [nb, GROUPS_X, 0, 0],
             items,
@@ -403,12 +436,85 @@ impl Backend for WgpuBackend {
         };
         let xs: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
         let pairs = count32(rows * tokens)?;
-        let out = self.dispatch(
+        let out = self.ctx.dispatch(
             kernel,
-            &[data, scale_bytes, &xs],
+            &[
+                Input::Bytes(data),
+                Input::Bytes(scale_bytes),
+                Input::Bytes(&xs),
+            ],
             &[y.len() * 4],
             [count32(rows)?, count32(cols)?, count32(tokens)?, GROUPS_X],
             pairs,
+        )?;
+        for (d, b) in y.iter_mut().zip(out[0].chunks_exact(4)) {
+            *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        }
+        Ok(())
+    }
+
+    fn upload(
+        &self,
+        w: Quantized<'_>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Box<dyn Resident>, GpuError> {
+        crate::check_matmul(w, rows, cols, 0, 0)?;
+        let (kernel, data, scales): (_, &[u8], Vec<u8>) = match w {
+            Quantized::Q8_0(b) => (&self.matmul_q8_0, b, Vec::new()),
+            Quantized::Q4_0(b) => (&self.matmul_q4_0, b, Vec::new()),
+            Quantized::Nf4 { codes, absmax } => (
+                &self.matmul_nf4,
+                codes,
+                absmax.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ),
+        };
+        Ok(Box::new(WgpuResident {
+            weights: self.ctx.storage(data),
+            scales: self.ctx.storage(&scales),
+            ctx: self.ctx.clone(),
+            kernel: kernel.clone(),
+            rows: count32(rows)?,
+            cols: count32(cols)?,
+        }))
+    }
+}
+
+/// A weight matrix in device memory with the mat-mul kernel for its format.
+struct WgpuResident {
+    ctx: Ctx,
+    kernel: Kernel,
+    weights: wgpu::Buffer,
+    scales: wgpu::Buffer,
+    rows: u32,
+    cols: u32,
+}
+
+impl Resident for WgpuResident {
+    fn matmul(&self, x: &[f32], y: &mut [f32]) -> Result<(), GpuError> {
+        let (rows, cols) = (self.rows as usize, self.cols as usize);
+        if !x.len().is_multiple_of(cols) || y.len() != x.len() / cols * rows {
+            return Err(GpuError::Layout(format!(
+                "{} activations and {} outputs do not fit a {rows} × {cols} matrix",
+                x.len(),
+                y.len()
+            )));
+        }
+        let tokens = count32(x.len() / cols)?;
+        if tokens == 0 {
+            return Ok(());
+        }
+        let xs: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let out = self.ctx.dispatch(
+            &self.kernel,
+            &[
+                Input::Buffer(&self.weights),
+                Input::Buffer(&self.scales),
+                Input::Bytes(&xs),
+            ],
+            &[y.len() * 4],
+            [self.rows, self.cols, tokens, GROUPS_X],
+            count32(rows * tokens as usize)?,
         )?;
         for (d, b) in y.iter_mut().zip(out[0].chunks_exact(4)) {
             *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);

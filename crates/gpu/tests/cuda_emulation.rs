@@ -118,7 +118,46 @@ fn bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
+/// The emulator keeps nothing resident: each product sends the matrix again.
+struct EmulatedResident {
+    data: QuantizedBuf,
+    format: Format,
+    rows: usize,
+    cols: usize,
+}
+
+impl ggufy_gpu::Resident for EmulatedResident {
+    fn matmul(&self, x: &[f32], y: &mut [f32]) -> Result<(), GpuError> {
+        let emu = emulator().ok_or_else(|| GpuError::NoDevice("no emulator".into()))?;
+        emu.matmul(self.data.view(self.format), self.rows, self.cols, x, y)
+    }
+}
+
 impl Backend for Emulator {
+    fn upload(
+        &self,
+        w: Quantized<'_>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Box<dyn ggufy_gpu::Resident>, GpuError> {
+        let data = match w {
+            Quantized::Q8_0(b) | Quantized::Q4_0(b) => QuantizedBuf {
+                data: b.to_vec(),
+                absmax: Vec::new(),
+            },
+            Quantized::Nf4 { codes, absmax } => QuantizedBuf {
+                data: codes.to_vec(),
+                absmax: absmax.to_vec(),
+            },
+        };
+        Ok(Box::new(EmulatedResident {
+            data,
+            format: w.format(),
+            rows,
+            cols,
+        }))
+    }
+
     fn name(&self) -> String {
         "CUDA kernels on the CPU (emulation)".into()
     }

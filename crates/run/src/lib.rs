@@ -11,3 +11,4 @@ pub mod weights;
 pub use error::{Result, RunError};
 pub use model::{Arch, Hparams, Model, Session, Yarn, rope};
 pub use sampler::{Sampler, SamplerConfig};
+pub use weights::{Accelerator, DeviceMatrix};

@@ -1,12 +1,14 @@
 //! The llama-family forward pass over a mapped GGUF file, following llama.cpp's graph and its
 //! numerics: f64-summed RMSNorm, iterative RoPE angles, an F16 KV cache, F16 attention operands.
 
+use std::collections::HashMap;
+
 use ggufy_gguf::Gguf;
 
 use rayon::prelude::*;
 
 use crate::error::{Result, RunError};
-use crate::weights::{Matrix, Storage, round_f16};
+use crate::weights::{Accelerator, DeviceMatrix, Matrix, Storage, round_f16};
 
 /// The supported architectures and what differs between them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -325,6 +327,23 @@ pub struct Model<'a> {
     rope_long: Option<Vec<f32>>,
     rope_short: Option<Vec<f32>>,
     layers: Vec<Layer<'a>>,
+    /// Matrices offloaded to a device, by the address of their data in the file's map.
+    device: DeviceMatrices,
+}
+
+/// [`Model::offload`]'s matrices (a newtype so the model can still be printed).
+#[derive(Default)]
+struct DeviceMatrices(HashMap<usize, Box<dyn DeviceMatrix>>);
+
+impl std::fmt::Debug for DeviceMatrices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} matrices on a device", self.0.len())
+    }
+}
+
+/// The key of a matrix in [`Model::device`].
+fn device_key(m: &Matrix<'_>) -> usize {
+    m.data.as_ptr() as usize
 }
 
 struct Loader<'a, B: AsRef<[u8]>> {
@@ -473,7 +492,70 @@ impl<'a> Model<'a> {
             rope_long,
             rope_short,
             layers,
+            device: DeviceMatrices::default(),
         })
+    }
+
+    /// Copies the weight matrices `acc` handles to it; their products run there from now on
+    /// (others stay on the CPU). Returns how many matrices moved. Results then follow the
+    /// device's arithmetic (f32 sums of exact weights) instead of llama.cpp's CPU kernels, so
+    /// logits differ slightly from the CPU path.
+    pub fn offload(&mut self, acc: &dyn Accelerator) -> Result<usize> {
+        let mut mats: Vec<Matrix<'a>> = vec![self.output];
+        for l in &self.layers {
+            mats.extend(
+                [
+                    Some(l.wq),
+                    l.wk,
+                    l.wv,
+                    Some(l.wo),
+                    l.gate,
+                    Some(l.up),
+                    Some(l.down),
+                ]
+                .into_iter()
+                .flatten(),
+            );
+        }
+        for m in mats {
+            let uploaded = acc.upload(&m).map_err(|problem| RunError::Tensor {
+                name: m.name.to_owned(),
+                problem: format!("uploading to {}: {problem}", acc.name()),
+            })?;
+            if let Some(d) = uploaded {
+                self.device.0.insert(device_key(&m), d);
+            }
+        }
+        Ok(self.device.0.len())
+    }
+
+    /// `out = X · Wᵀ` on the device holding `w`, or on the CPU.
+    fn mm(&self, w: &Matrix<'_>, x: &[f32], out: &mut [f32]) -> Result<()> {
+        match self.device.0.get(&device_key(w)) {
+            Some(d) => d.matmul(x, out).map_err(|problem| RunError::Tensor {
+                name: w.name.to_owned(),
+                problem: format!("on the device: {problem}"),
+            }),
+            None => {
+                w.matmul(x, out);
+                Ok(())
+            }
+        }
+    }
+
+    /// [`Matrix::matvec_shared`], unless some of the matrices live on a device.
+    fn mm_shared(&self, mats: &[&Matrix<'_>], x: &[f32], outs: &mut [&mut [f32]]) -> Result<()> {
+        if mats
+            .iter()
+            .any(|m| self.device.0.contains_key(&device_key(m)))
+        {
+            for (m, o) in mats.iter().zip(outs.iter_mut()) {
+                self.mm(m, x, o)?;
+            }
+        } else {
+            Matrix::matvec_shared(mats, x, outs);
+        }
+        Ok(())
     }
 
     /// The storage type of the output matrix (for reports).
@@ -658,19 +740,19 @@ impl<'m, 'a> Session<'m, 'a> {
                 rms_norm(xr, &layer.attn_norm, hp.rms_eps, hr);
             }
             match (layer.wk, layer.wv) {
-                (Some(wk), Some(wv)) if n == 1 => Matrix::matvec_shared(
+                (Some(wk), Some(wv)) if n == 1 => m.mm_shared(
                     &[&layer.wq, &wk, &wv],
                     &h,
                     &mut [&mut q[..], &mut k[..], &mut v[..]],
-                ),
+                )?,
                 (Some(wk), Some(wv)) => {
-                    layer.wq.matmul(&h, &mut q);
-                    wk.matmul(&h, &mut k);
-                    wv.matmul(&h, &mut v);
+                    m.mm(&layer.wq, &h, &mut q)?;
+                    m.mm(&wk, &h, &mut k)?;
+                    m.mm(&wv, &h, &mut v)?;
                 }
                 _ => {
                     let mut qkv = vec![0f32; n * (nh + 2 * nkv) * hd];
-                    layer.wq.matmul(&h, &mut qkv);
+                    m.mm(&layer.wq, &h, &mut qkv)?;
                     for (t, r) in qkv.chunks_exact((nh + 2 * nkv) * hd).enumerate() {
                         q[t * nh * hd..(t + 1) * nh * hd].copy_from_slice(&r[..nh * hd]);
                         k[t * row..(t + 1) * row].copy_from_slice(&r[nh * hd..(nh + nkv) * hd]);
@@ -722,7 +804,7 @@ impl<'m, 'a> Session<'m, 'a> {
                     let kvh = hq / (nh / nkv);
                     attend(qh, kc, vc, row, kvh * hd, pos0 + t + 1, kq_scale, out);
                 });
-            layer.wo.matmul(&att, &mut o);
+            m.mm(&layer.wo, &att, &mut o)?;
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
 
             for (xr, hr) in x.chunks_exact(e).zip(h.chunks_exact_mut(e)) {
@@ -739,14 +821,10 @@ impl<'m, 'a> Session<'m, 'a> {
             match layer.gate {
                 Some(gate) => {
                     if n == 1 {
-                        Matrix::matvec_shared(
-                            &[&gate, &layer.up],
-                            &h,
-                            &mut [&mut g[..], &mut u[..]],
-                        );
+                        m.mm_shared(&[&gate, &layer.up], &h, &mut [&mut g[..], &mut u[..]])?;
                     } else {
-                        gate.matmul(&h, &mut g);
-                        layer.up.matmul(&h, &mut u);
+                        m.mm(&gate, &h, &mut g)?;
+                        m.mm(&layer.up, &h, &mut u)?;
                     }
                     for ((a, &gv), &uv) in act.iter_mut().zip(&g).zip(&u) {
                         *a = gated(gv) * uv;
@@ -754,7 +832,7 @@ impl<'m, 'a> Session<'m, 'a> {
                 }
                 // Phi-3: one product gives the gate, then the up projection.
                 None => {
-                    layer.up.matmul(&h, &mut u);
+                    m.mm(&layer.up, &h, &mut u)?;
                     for (ar, ur) in act.chunks_exact_mut(f).zip(u.chunks_exact(2 * f)) {
                         let (gv, uv) = ur.split_at(f);
                         for ((a, &gv), &uv) in ar.iter_mut().zip(gv).zip(uv) {
@@ -763,7 +841,7 @@ impl<'m, 'a> Session<'m, 'a> {
                     }
                 }
             }
-            layer.down.matmul(&act, &mut o);
+            m.mm(&layer.down, &act, &mut o)?;
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
         }
         let first = if all { 0 } else { n - 1 };
@@ -773,7 +851,7 @@ impl<'m, 'a> Session<'m, 'a> {
             rms_norm(xr, &m.output_norm, hp.rms_eps, hr);
         }
         let mut logits = vec![0f32; rows * hp.n_vocab];
-        m.output.matmul(&hn, &mut logits);
+        m.mm(&m.output, &hn, &mut logits)?;
         self.pos += n;
         Ok(logits)
     }

@@ -52,6 +52,22 @@ pub struct Matrix<'a> {
     pub data: &'a [u8],
 }
 
+/// A device that can hold weight matrices and multiply by them (a GPU); see [`crate::Model::offload`].
+pub trait Accelerator: Send + Sync {
+    /// The device, for messages.
+    fn name(&self) -> String;
+
+    /// Copies `m` to the device; `Ok(None)` when the device does not handle its format (the
+    /// matrix then stays on the CPU).
+    fn upload(&self, m: &Matrix<'_>) -> std::result::Result<Option<Box<dyn DeviceMatrix>>, String>;
+}
+
+/// A weight matrix held by an [`Accelerator`].
+pub trait DeviceMatrix: Send + Sync {
+    /// `out = X · Wᵀ` for `x.len() / cols` input rows, laid out as [`Matrix::matmul`]'s.
+    fn matmul(&self, x: &[f32], out: &mut [f32]) -> std::result::Result<(), String>;
+}
+
 /// The activation vector converted once per product to the format the weight's dot wants.
 pub(crate) enum Activation {
     F32(Vec<f32>),

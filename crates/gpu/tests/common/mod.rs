@@ -173,6 +173,20 @@ pub fn check_matmul(
     let (mut g, mut c) = (vec![0f32; rows * tokens], vec![0f32; rows * tokens]);
     gpu.matmul(q.view(format), rows, cols, x, &mut g)
         .map_err(|e| e.to_string())?;
+    // The same matrix kept on the device gives the same bits.
+    let mut resident = vec![0f32; rows * tokens];
+    gpu.upload(q.view(format), rows, cols)
+        .and_then(|m| m.matmul(x, &mut resident))
+        .map_err(|e| e.to_string())?;
+    if resident
+        .iter()
+        .zip(&g)
+        .any(|(a, b)| a.to_bits() != b.to_bits())
+    {
+        return Err(format!(
+            "{format:?}: the uploaded matrix multiplies differently"
+        ));
+    }
     CpuBackend
         .matmul(q.view(format), rows, cols, x, &mut c)
         .map_err(|e| e.to_string())?;
