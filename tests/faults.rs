@@ -63,33 +63,37 @@ fn input_of(job: &str) -> PathBuf {
     }
 }
 
-/// Starts `job` writing `out` and waits until its temporary output exists, i.e. it is in the
-/// middle of writing. `None` if the job ended first (it was faster than the poll).
-fn start_and_wait_for_partial(job: &str, out: &Path) -> Option<Child> {
-    let args = job_args(job, out);
+/// Starts ggufy with `args` and waits until a temporary output of more than 1 MiB exists in
+/// `dir`, i.e. the job is in the middle of writing. `Err(child)` with the finished child if the
+/// job ended first (it was faster than the poll).
+fn spawn_and_wait_for_partial(args: &[String], dir: &Path) -> Result<Child, Child> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut child = ggufy_cmd(&args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let dir = out.parent().unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
         let growing = partials(dir)
             .iter()
             .any(|p| std::fs::metadata(dir.join(p)).is_ok_and(|m| m.len() > 1 << 20));
         if growing {
-            return Some(child);
+            return Ok(child);
         }
         if child.try_wait().unwrap().is_some() {
-            return None;
+            return Err(child);
         }
         std::thread::sleep(Duration::from_millis(2));
     }
     let _ = child.kill();
     let _ = child.wait();
-    panic!("{job} never started writing {}", out.display());
+    panic!("{args:?} never started writing into {}", dir.display());
+}
+
+/// Starts `job` writing `out` and waits until it is in the middle of writing.
+fn start_and_wait_for_partial(job: &str, out: &Path) -> Option<Child> {
+    spawn_and_wait_for_partial(&job_args(job, out), out.parent().unwrap()).ok()
 }
 
 #[test]
@@ -307,28 +311,9 @@ fn damage_mid_job(job: &str, damage: fn(&Path)) -> (Output, tempfile::TempDir) {
     for _ in 0..3 {
         let dir = tempfile::tempdir().unwrap();
         let (input, args) = damageable_copy(job, dir.path());
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut child = ggufy_cmd(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let mut damaged = false;
-        while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
-            if partials(dir.path())
-                .iter()
-                .any(|p| std::fs::metadata(dir.path().join(p)).is_ok_and(|m| m.len() > 1 << 20))
-            {
-                damage(&input);
-                damaged = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let o = child.wait_with_output().unwrap();
-        if damaged {
-            return (o, dir);
+        if let Ok(child) = spawn_and_wait_for_partial(&args, dir.path()) {
+            damage(&input);
+            return (child.wait_with_output().unwrap(), dir);
         }
     }
     panic!("{job} finished before its input could be damaged, three times");

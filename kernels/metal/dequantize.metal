@@ -1,4 +1,4 @@
-// Generated from kernels/wgsl/dequantize.wgsl by naga 30 (crates/gpu/tests/metal.rs); do not edit.
+// Generated from kernels/wgsl/common.wgsl + dequantize.wgsl by naga 30 (crates/gpu/tests/metal.rs); do not edit.
 // language: metal2.1
 #include <metal_stdlib>
 #include <simd/simd.h>
@@ -7,19 +7,19 @@ using metal::uint;
 
 struct _mslBufferSizes {
     uint size0;
-    uint size1;
     uint size2;
+    uint size3;
 };
 
+typedef uint type_1[1];
+struct type_3 {
+    float inner[16];
+};
 struct Params {
     uint n;
     uint groups_x;
 };
-typedef uint type_1[1];
-typedef float type_3[1];
-struct type_5 {
-    float inner[16];
-};
+typedef float type_4[1];
 
 uint byte_at(
     uint i,
@@ -77,7 +77,7 @@ struct dequantize_q8_0_Input {
   metal::uint3 wg [[threadgroup_position_in_grid]]
 , metal::uint3 lid [[thread_position_in_threadgroup]]
 , device type_1 const& src [[user(fake0)]]
-, device type_3& dst [[user(fake0)]]
+, device type_4& dst [[user(fake0)]]
 , constant Params& params [[user(fake0)]]
 , constant _mslBufferSizes& _buffer_sizes [[user(fake0)]]
 ) {
@@ -103,7 +103,7 @@ struct dequantize_q4_0_Input {
   metal::uint3 wg_1 [[threadgroup_position_in_grid]]
 , metal::uint3 lid_1 [[thread_position_in_threadgroup]]
 , device type_1 const& src [[user(fake0)]]
-, device type_3& dst [[user(fake0)]]
+, device type_4& dst [[user(fake0)]]
 , constant Params& params [[user(fake0)]]
 , constant _mslBufferSizes& _buffer_sizes [[user(fake0)]]
 ) {
@@ -130,12 +130,12 @@ struct dequantize_nf4_Input {
   metal::uint3 wg_2 [[threadgroup_position_in_grid]]
 , metal::uint3 lid_2 [[thread_position_in_threadgroup]]
 , device type_1 const& src [[user(fake0)]]
-, device type_3 const& scales [[user(fake0)]]
-, device type_3& dst [[user(fake0)]]
+, device type_4 const& scales [[user(fake0)]]
+, device type_4& dst [[user(fake0)]]
 , constant Params& params [[user(fake0)]]
 , constant _mslBufferSizes& _buffer_sizes [[user(fake0)]]
 ) {
-    type_5 NF4_ = type_5 {{-1.0, -0.6961928, -0.52507305, -0.3949175, -0.28444138, -0.18477343, -0.091050036, 0.0, 0.0795803, 0.1609302, 0.2461123, 0.33791524, 0.44070983, 0.562617, 0.72295684, 1.0}};
+    type_3 NF4_ = type_3 {{-1.0, -0.6961928, -0.52507305, -0.3949175, -0.28444138, -0.18477343, -0.091050036, 0.0, 0.0795803, 0.1609302, 0.2461123, 0.33791524, 0.44070983, 0.562617, 0.72295684, 1.0}};
     uint _e2 = index(wg_2, lid_2, params);
     uint _e5 = params.n;
     if (_e2 >= _e5) {

@@ -1,4 +1,4 @@
-// Generated from kernels/wgsl/matmul.wgsl by naga 30 (crates/gpu/tests/metal.rs); do not edit.
+// Generated from kernels/wgsl/common.wgsl + matmul.wgsl by naga 30 (crates/gpu/tests/metal.rs); do not edit.
 // language: metal2.1
 #include <metal_stdlib>
 #include <simd/simd.h>
@@ -7,32 +7,32 @@ using metal::uint;
 
 struct _mslBufferSizes {
     uint size0;
-    uint size1;
     uint size2;
     uint size3;
+    uint size4;
 };
 
+typedef uint type_1[1];
+struct type_3 {
+    float inner[16];
+};
 struct Params {
     uint rows;
     uint cols;
     uint tokens;
     uint groups_x;
 };
-typedef uint type_1[1];
-typedef float type_3[1];
-struct type_4 {
-    float inner[256];
-};
+typedef float type_4[1];
 struct type_5 {
-    float inner[16];
+    float inner[256];
 };
 
 uint byte_at(
     uint i,
-    device type_1 const& weights,
+    device type_1 const& src,
     constant _mslBufferSizes& _buffer_sizes
 ) {
-    uint _e5 = weights[i >> 2u];
+    uint _e5 = src[i >> 2u];
     return (_e5 >> ((i & 3u) * 8u)) & 255u;
 }
 
@@ -80,9 +80,9 @@ void finish(
     uint lid_3,
     uint p,
     float acc_3,
-    device type_3& y,
+    device type_4& y,
     constant Params& params,
-    threadgroup type_4& partial,
+    threadgroup type_5& partial,
     constant _mslBufferSizes& _buffer_sizes
 ) {
     uint s_3 = 128u;
@@ -142,11 +142,11 @@ struct matmul_q8_0_Input {
 [[max_total_threads_per_threadgroup(256)]] kernel void matmul_q8_0_(
   metal::uint3 wg [[threadgroup_position_in_grid]]
 , uint lid [[thread_index_in_threadgroup]]
-, device type_1 const& weights [[user(fake0)]]
-, device type_3 const& x [[user(fake0)]]
-, device type_3& y [[user(fake0)]]
+, device type_1 const& src [[user(fake0)]]
+, device type_4 const& x [[user(fake0)]]
+, device type_4& y [[user(fake0)]]
 , constant Params& params [[user(fake0)]]
-, threadgroup type_4& partial
+, threadgroup type_5& partial
 , constant _mslBufferSizes& _buffer_sizes [[user(fake0)]]
 ) {
     if (lid == 0u) {
@@ -186,8 +186,8 @@ struct matmul_q8_0_Input {
             {
                 uint _e30 = b;
                 uint base = ((r_1 * nb) + _e30) * 34u;
-                uint _e34 = byte_at(base, weights, _buffer_sizes);
-                uint _e37 = byte_at(base + 1u, weights, _buffer_sizes);
+                uint _e34 = byte_at(base, src, _buffer_sizes);
+                uint _e37 = byte_at(base + 1u, src, _buffer_sizes);
                 float _e41 = f16_to_f32_(_e34 | (_e37 << 8u));
                 s = 0.0;
                 j = 0u;
@@ -208,7 +208,7 @@ struct matmul_q8_0_Input {
                     }
                     {
                         uint _e51 = j;
-                        uint _e53 = byte_at((base + 2u) + _e51, weights, _buffer_sizes);
+                        uint _e53 = byte_at((base + 2u) + _e51, src, _buffer_sizes);
                         int q = (static_cast<int>(_e53) << 24u) >> 24u;
                         float _e59 = s;
                         uint _e64 = params.cols;
@@ -235,11 +235,11 @@ struct matmul_q4_0_Input {
 [[max_total_threads_per_threadgroup(256)]] kernel void matmul_q4_0_(
   metal::uint3 wg_1 [[threadgroup_position_in_grid]]
 , uint lid_1 [[thread_index_in_threadgroup]]
-, device type_1 const& weights [[user(fake0)]]
-, device type_3 const& x [[user(fake0)]]
-, device type_3& y [[user(fake0)]]
+, device type_1 const& src [[user(fake0)]]
+, device type_4 const& x [[user(fake0)]]
+, device type_4& y [[user(fake0)]]
 , constant Params& params [[user(fake0)]]
-, threadgroup type_4& partial
+, threadgroup type_5& partial
 , constant _mslBufferSizes& _buffer_sizes [[user(fake0)]]
 ) {
     if (lid_1 == 0u) {
@@ -279,8 +279,8 @@ struct matmul_q4_0_Input {
             {
                 uint _e30 = b_1;
                 uint base_1 = ((r_2 * nb_1) + _e30) * 18u;
-                uint _e34 = byte_at(base_1, weights, _buffer_sizes);
-                uint _e37 = byte_at(base_1 + 1u, weights, _buffer_sizes);
+                uint _e34 = byte_at(base_1, src, _buffer_sizes);
+                uint _e37 = byte_at(base_1 + 1u, src, _buffer_sizes);
                 float _e41 = f16_to_f32_(_e34 | (_e37 << 8u));
                 uint _e44 = params.cols;
                 uint _e46 = b_1;
@@ -304,7 +304,7 @@ struct matmul_q4_0_Input {
                     }
                     {
                         uint _e59 = j_1;
-                        uint _e61 = byte_at((base_1 + 2u) + _e59, weights, _buffer_sizes);
+                        uint _e61 = byte_at((base_1 + 2u) + _e59, src, _buffer_sizes);
                         float _e62 = s_1;
                         uint _e70 = j_1;
                         float _e73 = x[xb + _e70];
@@ -332,15 +332,15 @@ struct matmul_nf4_Input {
 [[max_total_threads_per_threadgroup(256)]] kernel void matmul_nf4_(
   metal::uint3 wg_2 [[threadgroup_position_in_grid]]
 , uint lid_2 [[thread_index_in_threadgroup]]
-, device type_1 const& weights [[user(fake0)]]
-, device type_3 const& scales [[user(fake0)]]
-, device type_3 const& x [[user(fake0)]]
-, device type_3& y [[user(fake0)]]
+, device type_1 const& src [[user(fake0)]]
+, device type_4 const& scales [[user(fake0)]]
+, device type_4 const& x [[user(fake0)]]
+, device type_4& y [[user(fake0)]]
 , constant Params& params [[user(fake0)]]
-, threadgroup type_4& partial
+, threadgroup type_5& partial
 , constant _mslBufferSizes& _buffer_sizes [[user(fake0)]]
 ) {
-    type_5 NF4_ = type_5 {{-1.0, -0.6961928, -0.52507305, -0.3949175, -0.28444138, -0.18477343, -0.091050036, 0.0, 0.0795803, 0.1609302, 0.2461123, 0.33791524, 0.44070983, 0.562617, 0.72295684, 1.0}};
+    type_3 NF4_ = type_3 {{-1.0, -0.6961928, -0.52507305, -0.3949175, -0.28444138, -0.18477343, -0.091050036, 0.0, 0.0795803, 0.1609302, 0.2461123, 0.33791524, 0.44070983, 0.562617, 0.72295684, 1.0}};
     if (lid_2 == 0u) {
         partial = {};
     }
@@ -400,7 +400,7 @@ struct matmul_nf4_Input {
                     }
                     {
                         uint _e49 = j_2;
-                        uint _e51 = byte_at((blk * 32u) + _e49, weights, _buffer_sizes);
+                        uint _e51 = byte_at((blk * 32u) + _e49, src, _buffer_sizes);
                         float _e52 = s_2;
                         float _e57 = NF4_.inner[_e51 >> 4u];
                         uint _e60 = j_2;

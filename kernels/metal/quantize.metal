@@ -1,4 +1,4 @@
-// Generated from kernels/wgsl/quantize.wgsl by naga 30 (crates/gpu/tests/metal.rs); do not edit.
+// Generated from kernels/wgsl/common.wgsl + quantize.wgsl by naga 30 (crates/gpu/tests/metal.rs); do not edit.
 // language: metal2.1
 #include <metal_stdlib>
 #include <simd/simd.h>
@@ -7,19 +7,22 @@ using metal::uint;
 
 struct _mslBufferSizes {
     uint size0;
-    uint size1;
     uint size2;
+    uint size3;
 };
 
+typedef uint type_1[1];
+struct type_3 {
+    float inner[16];
+};
 struct Params {
     uint n_blocks;
     uint groups_x;
 };
-typedef uint type_1[1];
-struct type_6 {
+struct type_8 {
     uint inner[17];
 };
-struct type_8 {
+struct type_10 {
     uint inner[15];
 };
 constant uint SIGN = 2147483648u;
@@ -27,6 +30,39 @@ constant uint MANT = 8388607u;
 constant uint INF = 2139095040u;
 constant uint QNAN = 2143289344u;
 constant int INT_MIN_ = (-2147483647 - 1);
+
+uint byte_at(
+    uint i,
+    device type_1 const& src,
+    constant _mslBufferSizes& _buffer_sizes
+) {
+    uint _e5 = src[i >> 2u];
+    return (_e5 >> ((i & 3u) * 8u)) & 255u;
+}
+
+float f16_to_f32_(
+    uint h
+) {
+    uint bits = {};
+    uint sign_1 = (h & 32768u) << 16u;
+    uint e_2 = (h >> 10u) & 31u;
+    uint m_1 = h & 1023u;
+    bits = sign_1;
+    if (e_2 == 0u) {
+        if (m_1 != 0u) {
+            uint shift_1 = metal::clz(m_1) - 21u;
+            bits = (sign_1 | ((113u - shift_1) << 23u)) | (((m_1 << shift_1) & 1023u) << 13u);
+        }
+    } else {
+        if (e_2 == 31u) {
+            bits = (sign_1 | 2139095040u) | (m_1 << 13u);
+        } else {
+            bits = (sign_1 | ((e_2 + 112u) << 23u)) | (m_1 << 13u);
+        }
+    }
+    uint _e45 = bits;
+    return as_type<float>(_e45);
+}
 
 bool is_nan(
     uint b_1
@@ -51,9 +87,9 @@ metal::uint2 unpack(
 ) {
     uint exp = (b_4 >> 23u) & 255u;
     if (exp == 0u) {
-        uint m_1 = b_4 & MANT;
-        uint shift_1 = metal::clz(m_1) - 8u;
-        return metal::uint2(m_1 << shift_1, 33u - shift_1);
+        uint m_2 = b_4 & MANT;
+        uint shift_2 = metal::clz(m_2) - 8u;
+        return metal::uint2(m_2 << shift_2, 33u - shift_2);
     }
     return metal::uint2((b_4 & MANT) | 8388608u, exp + 32u);
 }
@@ -150,7 +186,7 @@ uint mul_rn(
     bool local_5 = {};
     bool local_6 = {};
     uint k_3 = 15u;
-    uint sign_1 = (a ^ b_5) & SIGN;
+    uint sign_2 = (a ^ b_5) & SIGN;
     bool _e5 = is_nan(a);
     if (!(_e5)) {
         bool _e9 = is_nan(b_5);
@@ -182,7 +218,7 @@ uint mul_rn(
         if (_e26) {
             return QNAN;
         }
-        return sign_1 | INF;
+        return sign_2 | INF;
     }
     bool _e30 = is_zero(a);
     if (!(_e30)) {
@@ -193,7 +229,7 @@ uint mul_rn(
     }
     bool _e36 = local_6;
     if (_e36) {
-        return sign_1;
+        return sign_2;
     }
     metal::uint2 _e37 = unpack(a);
     metal::uint2 _e38 = unpack(b_5);
@@ -215,8 +251,8 @@ uint mul_rn(
     uint _e84 = k_3;
     bool sticky_1 = (lo & ((1u << _e84) - 1u)) != 0u;
     uint _e100 = k_3;
-    int e_2 = as_type<int>(as_type<uint>(as_type<int>(as_type<uint>(as_type<int>(as_type<uint>(as_type<int>(as_type<uint>(static_cast<int>(_e37.y)) + as_type<uint>(static_cast<int>(_e38.y)))) - as_type<uint>(64))) - as_type<uint>(300))) + as_type<uint>(static_cast<int>(_e100)));
-    uint _e103 = pack(sign_1, e_2, sig_1, sticky_1);
+    int e_3 = as_type<int>(as_type<uint>(as_type<int>(as_type<uint>(as_type<int>(as_type<uint>(as_type<int>(as_type<uint>(static_cast<int>(_e37.y)) + as_type<uint>(static_cast<int>(_e38.y)))) - as_type<uint>(64))) - as_type<uint>(300))) + as_type<uint>(static_cast<int>(_e100)));
+    uint _e103 = pack(sign_2, e_3, sig_1, sticky_1);
     return _e103;
 }
 
@@ -228,8 +264,8 @@ uint div_rn(
     uint r = {};
     int e_1 = {};
     uint q = 0u;
-    uint i = 0u;
-    uint sign_2 = (a_1 ^ b_6) & SIGN;
+    uint i_1 = 0u;
+    uint sign_3 = (a_1 ^ b_6) & SIGN;
     bool _e5 = is_nan(a_1);
     if (!(_e5)) {
         bool _e9 = is_nan(b_6);
@@ -247,11 +283,11 @@ uint div_rn(
         if (_e14) {
             return QNAN;
         }
-        return sign_2 | INF;
+        return sign_3 | INF;
     }
     bool _e18 = is_inf(b_6);
     if (_e18) {
-        return sign_2;
+        return sign_3;
     }
     bool _e19 = is_zero(b_6);
     if (_e19) {
@@ -259,11 +295,11 @@ uint div_rn(
         if (_e20) {
             return QNAN;
         }
-        return sign_2 | INF;
+        return sign_3 | INF;
     }
     bool _e24 = is_zero(a_1);
     if (_e24) {
-        return sign_2;
+        return sign_3;
     }
     metal::uint2 _e25 = unpack(a_1);
     metal::uint2 _e26 = unpack(b_6);
@@ -282,11 +318,11 @@ uint div_rn(
         if (metal::all(loop_bound == uint2(0u))) { break; }
         loop_bound -= uint2(loop_bound.y == 0u, 1u);
         if (!loop_init) {
-            uint _e69 = i;
-            i = _e69 + 1u;
+            uint _e69 = i_1;
+            i_1 = _e69 + 1u;
         }
         loop_init = false;
-        uint _e50 = i;
+        uint _e50 = i_1;
         if (_e50 < 32u) {
         } else {
             break;
@@ -308,7 +344,7 @@ uint div_rn(
     int _e71 = e_1;
     uint _e72 = q;
     uint _e73 = r;
-    uint _e76 = pack(sign_2, _e71, _e72, _e73 != 0u);
+    uint _e76 = pack(sign_3, _e71, _e72, _e73 != 0u);
     return _e76;
 }
 
@@ -319,8 +355,8 @@ int naga_neg(int val) {
 int key(
     uint b_7
 ) {
-    int m_2 = static_cast<int>(b_7 & 2147483647u);
-    return ((b_7 & SIGN) != 0u) ? naga_neg(m_2) : m_2;
+    int m_3 = static_cast<int>(b_7 & 2147483647u);
+    return ((b_7 & SIGN) != 0u) ? naga_neg(m_3) : m_3;
 }
 
 bool gt(
@@ -408,28 +444,28 @@ int trunc_to_i32_(
 uint f32_to_f16_(
     uint b_11
 ) {
-    uint h = {};
+    uint h_1 = {};
     bool local_10 = {};
     bool local_11 = {};
-    uint h_1 = {};
+    uint h_2 = {};
     bool local_12 = {};
     bool local_13 = {};
-    uint sign_3 = (b_11 >> 16u) & 32768u;
+    uint sign_4 = (b_11 >> 16u) & 32768u;
     bool _e5 = is_nan(b_11);
     if (_e5) {
-        return sign_3 | 32256u;
+        return sign_4 | 32256u;
     }
     uint exp_3 = (b_11 >> 23u) & 255u;
     uint mant_3 = b_11 & MANT;
     if (exp_3 >= 143u) {
-        return sign_3 | 31744u;
+        return sign_4 | 31744u;
     }
     if (exp_3 >= 113u) {
-        h = ((exp_3 - 112u) << 10u) | (mant_3 >> 13u);
+        h_1 = ((exp_3 - 112u) << 10u) | (mant_3 >> 13u);
         uint rem_1 = mant_3 & 8191u;
         if (!((rem_1 > 4096u))) {
             if (rem_1 == 4096u) {
-                uint _e39 = h;
+                uint _e39 = h_1;
                 local_11 = (_e39 & 1u) == 1u;
             } else {
                 local_11 = false;
@@ -441,23 +477,23 @@ uint f32_to_f16_(
         }
         bool _e47 = local_10;
         if (_e47) {
-            uint _e48 = h;
-            h = _e48 + 1u;
+            uint _e48 = h_1;
+            h_1 = _e48 + 1u;
         }
-        uint _e51 = h;
-        return sign_3 | _e51;
+        uint _e51 = h_1;
+        return sign_4 | _e51;
     }
     if (exp_3 < 102u) {
-        return sign_3;
+        return sign_4;
     }
-    uint m_3 = mant_3 | 8388608u;
+    uint m_4 = mant_3 | 8388608u;
     uint s_2 = 126u - exp_3;
-    h_1 = m_3 >> s_2;
-    uint rem_2 = m_3 & ((1u << s_2) - 1u);
+    h_2 = m_4 >> s_2;
+    uint rem_2 = m_4 & ((1u << s_2) - 1u);
     uint half_1 = 1u << (s_2 - 1u);
     if (!((rem_2 > half_1))) {
         if (rem_2 == half_1) {
-            uint _e77 = h_1;
+            uint _e77 = h_2;
             local_13 = (_e77 & 1u) == 1u;
         } else {
             local_13 = false;
@@ -469,11 +505,11 @@ uint f32_to_f16_(
     }
     bool _e85 = local_12;
     if (_e85) {
-        uint _e86 = h_1;
-        h_1 = _e86 + 1u;
+        uint _e86 = h_2;
+        h_2 = _e86 + 1u;
     }
-    uint _e89 = h_1;
-    return sign_3 | _e89;
+    uint _e89 = h_2;
+    return sign_4 | _e89;
 }
 
 uint block_index(
@@ -486,18 +522,18 @@ uint block_index(
 }
 
 void put_byte(
-    thread type_6& w_2,
-    uint i_1,
+    thread type_8& w_2,
+    uint i_2,
     uint v_2
 ) {
-    uint _e6 = w_2.inner[i_1 >> 2u];
-    w_2.inner[i_1 >> 2u] = _e6 | ((v_2 & 255u) << ((i_1 & 3u) * 8u));
+    uint _e6 = w_2.inner[i_2 >> 2u];
+    w_2.inner[i_2 >> 2u] = _e6 | ((v_2 & 255u) << ((i_2 & 3u) * 8u));
     return;
 }
 
 void q8_0_block(
     uint blk,
-    thread type_6& w_3,
+    thread type_8& w_3,
     uint at,
     device type_1 const& src,
     constant _mslBufferSizes& _buffer_sizes
@@ -596,7 +632,7 @@ uint q4_code(
 
 void q4_0_block(
     uint blk_1,
-    thread type_6& w_4,
+    thread type_8& w_4,
     uint at_1,
     device type_1 const& src,
     constant _mslBufferSizes& _buffer_sizes
@@ -675,7 +711,7 @@ void q4_0_block(
 
 uint nf4_code(
     uint s,
-    thread type_8& NF4_THRESHOLDS
+    thread type_10& NF4_THRESHOLDS
 ) {
     uint c = 0u;
     uint t_1 = 0u;
@@ -736,7 +772,7 @@ struct quantize_q8_0_Input {
 , constant Params& params [[user(fake0)]]
 , constant _mslBufferSizes& _buffer_sizes [[user(fake0)]]
 ) {
-    type_6 w = {};
+    type_8 w = {};
     uint k = 0u;
     uint _e2 = block_index(wg, lid, params);
     uint _e7 = params.n_blocks;
@@ -784,7 +820,7 @@ struct quantize_q4_0_Input {
 , constant Params& params [[user(fake0)]]
 , constant _mslBufferSizes& _buffer_sizes [[user(fake0)]]
 ) {
-    type_6 w_1 = {};
+    type_8 w_1 = {};
     uint k_1 = 0u;
     uint _e2 = block_index(wg_1, lid_1, params);
     uint _e7 = params.n_blocks;
@@ -833,7 +869,7 @@ struct quantize_nf4_Input {
 , constant Params& params [[user(fake0)]]
 , constant _mslBufferSizes& _buffer_sizes [[user(fake0)]]
 ) {
-    type_8 NF4_THRESHOLDS = type_8 {{3210288344u, 3206304368u, 3203105920u, 3199068790u, 3195026668u, 3188537532u, 3174725745u, 1025702655u, 1039550562u, 1045456864u, 1049985748u, 1053250553u, 1056992515u, 1059360175u, 1063029209u}};
+    type_10 NF4_THRESHOLDS = type_10 {{3210288344u, 3206304368u, 3203105920u, 3199068790u, 3195026668u, 3188537532u, 3174725745u, 1025702655u, 1039550562u, 1045456864u, 1049985748u, 1053250553u, 1056992515u, 1059360175u, 1063029209u}};
     uint m = 0u;
     uint j = 0u;
     uint floor_m = {};

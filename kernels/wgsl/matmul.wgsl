@@ -7,7 +7,7 @@
 // Floating-point sums on a GPU are not the CPU's (another order; WGSL allows flushed
 // subnormals), so results are checked against an f64 reference with a tolerance relative to
 // Σ_j |W[r][j] · x[t][j]| (crates/gpu/tests/wgsl.rs states it). The weights are decoded exactly
-// as dequantize.wgsl does.
+// as dequantize.wgsl does (common.wgsl).
 
 struct Params {
     rows: u32,
@@ -17,7 +17,7 @@ struct Params {
     groups_x: u32,
 }
 
-@group(0) @binding(0) var<storage, read> weights: array<u32>;
+@group(0) @binding(0) var<storage, read> src: array<u32>;
 // NF4 only: one f32 absmax per 64 weights.
 @group(0) @binding(1) var<storage, read> scales: array<f32>;
 // tokens × cols activations.
@@ -27,48 +27,6 @@ struct Params {
 @group(0) @binding(4) var<uniform> params: Params;
 
 var<workgroup> partial: array<f32, 256>;
-
-fn byte_at(i: u32) -> u32 {
-    return (weights[i >> 2u] >> ((i & 3u) * 8u)) & 0xffu;
-}
-
-// An f16 (bits in the low half) as f32, exactly.
-fn f16_to_f32(h: u32) -> f32 {
-    let sign = (h & 0x8000u) << 16u;
-    let e = (h >> 10u) & 0x1fu;
-    let m = h & 0x3ffu;
-    var bits = sign;
-    if (e == 0u) {
-        if (m != 0u) {
-            let shift = countLeadingZeros(m) - 21u;
-            bits = sign | ((113u - shift) << 23u) | (((m << shift) & 0x3ffu) << 13u);
-        }
-    } else if (e == 31u) {
-        bits = sign | 0x7f800000u | (m << 13u);
-    } else {
-        bits = sign | ((e + 112u) << 23u) | (m << 13u);
-    }
-    return bitcast<f32>(bits);
-}
-
-var<private> NF4: array<f32, 16> = array<f32, 16>(
-    -1.0,
-    -0.6961928009986877,
-    -0.5250730514526367,
-    -0.39491748809814453,
-    -0.28444138169288635,
-    -0.18477343022823334,
-    -0.09105003625154495,
-    0.0,
-    0.07958029955625534,
-    0.16093020141124725,
-    0.24611230194568634,
-    0.33791524171829224,
-    0.44070982933044434,
-    0.5626170039176941,
-    0.7229568362236023,
-    1.0,
-);
 
 // The (row, token) pair of this workgroup, or rows·tokens if it is past the end.
 fn pair(wg: vec3<u32>) -> u32 {

@@ -345,13 +345,7 @@ struct CudaResident {
 impl Resident for CudaResident {
     fn matmul(&self, x: &[f32], y: &mut [f32]) -> Result<(), GpuError> {
         let (rows, cols) = (self.rows as usize, self.cols as usize);
-        if !x.len().is_multiple_of(cols) || y.len() != x.len() / cols * rows {
-            return Err(GpuError::Layout(format!(
-                "{} activations and {} outputs do not fit a {rows} × {cols} matrix",
-                x.len(),
-                y.len()
-            )));
-        }
+        crate::check_resident(rows, cols, x.len(), y.len())?;
         if y.is_empty() {
             return Ok(());
         }

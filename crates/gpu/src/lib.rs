@@ -18,9 +18,37 @@ mod wgpu_backend;
 pub use cuda_backend::{CudaBackend, compile_kernels, cuda_source};
 
 #[cfg(feature = "wgpu")]
-pub use wgpu_backend::{DEQUANTIZE_WGSL, MATMUL_WGSL, QUANTIZE_WGSL, WgpuBackend};
+pub use wgpu_backend::WgpuBackend;
 
 use ggufy_quant::nf4::{NF4_BLOCK, dequantize_nf4, quantize_nf4};
+
+/// The WGSL kernel sources as wgpu compiles them: `kernels/wgsl/common.wgsl` followed by each
+/// kernel file (WGSL has no includes). Always compiled in, so tools and tests can read them.
+pub mod wgsl {
+    /// Helpers shared by every kernel file.
+    pub const COMMON: &str = include_str!("../../../kernels/wgsl/common.wgsl");
+    /// Dequantization kernels.
+    pub const DEQUANTIZE: &str = concat!(
+        include_str!("../../../kernels/wgsl/common.wgsl"),
+        include_str!("../../../kernels/wgsl/dequantize.wgsl")
+    );
+    /// Quantization kernels.
+    pub const QUANTIZE: &str = concat!(
+        include_str!("../../../kernels/wgsl/common.wgsl"),
+        include_str!("../../../kernels/wgsl/quantize.wgsl")
+    );
+    /// Quantized mat-vec / mat-mul kernels.
+    pub const MATMUL: &str = concat!(
+        include_str!("../../../kernels/wgsl/common.wgsl"),
+        include_str!("../../../kernels/wgsl/matmul.wgsl")
+    );
+    /// Every kernel file's name (without `.wgsl`) and its composed source.
+    pub const ALL: [(&str, &str); 3] = [
+        ("dequantize", DEQUANTIZE),
+        ("quantize", QUANTIZE),
+        ("matmul", MATMUL),
+    ];
+}
 
 /// Quantized data a kernel reads, in the layout the GGUF file stores it.
 #[derive(Clone, Copy, Debug)]
@@ -217,6 +245,25 @@ impl Resident for CpuResident {
 pub trait Resident: Send + Sync {
     /// `y = W · x` for `x.len() / cols` activation rows, as [`Backend::matmul`] computes it.
     fn matmul(&self, x: &[f32], y: &mut [f32]) -> Result<(), GpuError>;
+}
+
+/// Checks a resident product's shapes: whole rows of `cols` in, `rows` outputs per input row.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub(crate) fn check_resident(rows: usize, cols: usize, x: usize, y: usize) -> Result<(), GpuError> {
+    if cols == 0 || !x.is_multiple_of(cols) || y != x / cols * rows {
+        return Err(GpuError::Layout(format!(
+            "{x} activations and {y} outputs do not fit a {rows} × {cols} matrix"
+        )));
+    }
+    Ok(())
+}
+
+/// Little-endian f32s from `bytes` into `out` (as many as both hold).
+#[cfg(feature = "wgpu")]
+pub(crate) fn copy_f32s(bytes: &[u8], out: &mut [f32]) {
+    for (d, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+        *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    }
 }
 
 /// Checks a mat-mul's shapes; returns the number of activation rows (tokens).

@@ -6,13 +6,6 @@ use wgpu::util::DeviceExt;
 
 use crate::{Backend, Format, GpuError, Quantized, QuantizedBuf, Resident};
 
-/// The dequantization kernels (`kernels/wgsl/dequantize.wgsl`), compiled into the binary.
-pub const DEQUANTIZE_WGSL: &str = include_str!("../../../kernels/wgsl/dequantize.wgsl");
-/// The quantization kernels (`kernels/wgsl/quantize.wgsl`).
-pub const QUANTIZE_WGSL: &str = include_str!("../../../kernels/wgsl/quantize.wgsl");
-/// The quantized mat-vec / mat-mul kernels (`kernels/wgsl/matmul.wgsl`).
-pub const MATMUL_WGSL: &str = include_str!("../../../kernels/wgsl/matmul.wgsl");
-
 /// The most workgroups one dispatch dimension takes.
 const MAX_GROUPS_X: u32 = 65_535;
 /// In a kernel's parameters, the slot that receives the grid's x extent.
@@ -87,15 +80,15 @@ impl WgpuBackend {
         .map_err(|e| GpuError::Device(format!("cannot open {}: {e}", adapter.get_info().name)))?;
         let dq = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("dequantize.wgsl"),
-            source: wgpu::ShaderSource::Wgsl(DEQUANTIZE_WGSL.into()),
+            source: wgpu::ShaderSource::Wgsl(crate::wgsl::DEQUANTIZE.into()),
         });
         let q = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("quantize.wgsl"),
-            source: wgpu::ShaderSource::Wgsl(QUANTIZE_WGSL.into()),
+            source: wgpu::ShaderSource::Wgsl(crate::wgsl::QUANTIZE.into()),
         });
         let mm = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("matmul.wgsl"),
-            source: wgpu::ShaderSource::Wgsl(MATMUL_WGSL.into()),
+            source: wgpu::ShaderSource::Wgsl(crate::wgsl::MATMUL.into()),
         });
         let kernel = |module: &wgpu::ShaderModule, entry: &str, inputs, outputs, width| {
             build_kernel(&device, module, entry, inputs, outputs, width)
@@ -369,9 +362,7 @@ impl Backend for WgpuBackend {
             [n32, GROUPS_X, 0, 0],
             n32,
         )?;
-        for (d, b) in dst.iter_mut().zip(out[0].chunks_exact(4)) {
-            *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        }
+        crate::copy_f32s(&out[0], dst);
         Ok(())
     }
 
@@ -447,9 +438,7 @@ impl Backend for WgpuBackend {
             [count32(rows)?, count32(cols)?, count32(tokens)?, GROUPS_X],
             pairs,
         )?;
-        for (d, b) in y.iter_mut().zip(out[0].chunks_exact(4)) {
-            *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        }
+        crate::copy_f32s(&out[0], y);
         Ok(())
     }
 
@@ -493,13 +482,7 @@ struct WgpuResident {
 impl Resident for WgpuResident {
     fn matmul(&self, x: &[f32], y: &mut [f32]) -> Result<(), GpuError> {
         let (rows, cols) = (self.rows as usize, self.cols as usize);
-        if !x.len().is_multiple_of(cols) || y.len() != x.len() / cols * rows {
-            return Err(GpuError::Layout(format!(
-                "{} activations and {} outputs do not fit a {rows} × {cols} matrix",
-                x.len(),
-                y.len()
-            )));
-        }
+        crate::check_resident(rows, cols, x.len(), y.len())?;
         let tokens = count32(x.len() / cols)?;
         if tokens == 0 {
             return Ok(());
@@ -516,9 +499,7 @@ impl Resident for WgpuResident {
             [self.rows, self.cols, tokens, GROUPS_X],
             count32(rows * tokens as usize)?,
         )?;
-        for (d, b) in y.iter_mut().zip(out[0].chunks_exact(4)) {
-            *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        }
+        crate::copy_f32s(&out[0], y);
         Ok(())
     }
 }

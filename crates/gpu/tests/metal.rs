@@ -31,31 +31,41 @@ fn to_msl(name: &str, wgsl: &str) -> String {
     )
     .unwrap_or_else(|e| panic!("{name}: {e}"));
     format!(
-        "// Generated from kernels/wgsl/{name}.wgsl by naga 30 (crates/gpu/tests/metal.rs); do not edit.\n{msl}"
+        "// Generated from kernels/wgsl/common.wgsl + {name}.wgsl by naga 30 (crates/gpu/tests/metal.rs); do not edit.\n{msl}"
     )
 }
 
 #[test]
 fn metal_sources_are_current() {
     let bless = std::env::var_os("GGUFY_BLESS").is_some();
+    // Every kernel file is compiled (the shared helpers are prepended to each, not a kernel).
+    let mut files: Vec<String> = std::fs::read_dir(kernels().join("wgsl"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wgsl"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .filter(|n| n != "common")
+        .collect();
+    files.sort();
+    let mut known: Vec<String> = ggufy_gpu::wgsl::ALL
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
+    known.sort();
+    assert_eq!(
+        files, known,
+        "kernels/wgsl and ggufy_gpu::wgsl::ALL disagree"
+    );
     let mut stale = Vec::new();
-    let mut n = 0;
-    for e in std::fs::read_dir(kernels().join("wgsl")).unwrap() {
-        let path = e.unwrap().path();
-        if path.extension().is_none_or(|x| x != "wgsl") {
-            continue;
-        }
-        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-        let msl = to_msl(&name, &std::fs::read_to_string(&path).unwrap());
+    for (name, source) in ggufy_gpu::wgsl::ALL {
+        let msl = to_msl(name, source);
         let metal = kernels().join("metal").join(format!("{name}.metal"));
         if bless {
             std::fs::write(&metal, &msl).unwrap();
         } else if std::fs::read_to_string(&metal).ok().as_deref() != Some(msl.as_str()) {
             stale.push(metal.display().to_string());
         }
-        n += 1;
     }
-    assert!(n > 0, "no WGSL kernels found");
     assert!(
         stale.is_empty(),
         "stale or missing (regenerate with GGUFY_BLESS=1 cargo test -p ggufy-gpu --test metal): {stale:?}"

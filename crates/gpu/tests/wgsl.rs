@@ -131,7 +131,7 @@ fn bad_layouts_are_errors() {
 
 #[test]
 fn the_kernels_codebook_is_the_cpus() {
-    let wgsl = ggufy_gpu::DEQUANTIZE_WGSL;
+    let wgsl = ggufy_gpu::wgsl::DEQUANTIZE;
     let start = wgsl.find("array<f32, 16>(").expect("NF4 table") + "array<f32, 16>(".len();
     let end = start + wgsl[start..].find(");").unwrap();
     let table: Vec<f32> = wgsl[start..end]
@@ -238,7 +238,7 @@ fn quantize_a_real_sized_tensor_and_round_trip() {
 
 #[test]
 fn the_kernels_nf4_thresholds_are_the_cpus() {
-    let wgsl = ggufy_gpu::QUANTIZE_WGSL;
+    let wgsl = ggufy_gpu::wgsl::QUANTIZE;
     let start = wgsl.find("array<u32, 15>(").expect("NF4 thresholds") + "array<u32, 15>(".len();
     let end = start + wgsl[start..].find(");").unwrap();
     let table: Vec<f32> = wgsl[start..end]
