@@ -215,7 +215,19 @@ pub trait Backend {
     ) -> Result<Box<dyn Resident>, GpuError>;
 }
 
-impl Quantized<'_> {
+impl<'a> Quantized<'a> {
+    /// Blocks `from .. to` of the data (for NF4, the codes and scales of those blocks).
+    pub fn blocks(&self, from: usize, to: usize) -> Quantized<'a> {
+        match *self {
+            Quantized::Q8_0(b) => Quantized::Q8_0(&b[from * 34..to * 34]),
+            Quantized::Q4_0(b) => Quantized::Q4_0(&b[from * 18..to * 18]),
+            Quantized::Nf4 { codes, absmax } => Quantized::Nf4 {
+                codes: &codes[from * 32..to * 32],
+                absmax: &absmax[from..to],
+            },
+        }
+    }
+
     /// The format of the data.
     pub fn format(&self) -> Format {
         match self {

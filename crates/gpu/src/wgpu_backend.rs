@@ -40,6 +40,8 @@ enum Input<'a> {
 pub struct WgpuBackend {
     adapter: wgpu::AdapterInfo,
     ctx: Ctx,
+    /// A smaller binding limit than the device's, so tests can exercise chunking on small data.
+    binding_cap: Option<usize>,
     dequantize_q8_0: Kernel,
     dequantize_q4_0: Kernel,
     dequantize_nf4: Kernel,
@@ -74,7 +76,8 @@ impl WgpuBackend {
         .map_err(|e| GpuError::NoDevice(format!("wgpu found no adapter ({e})")))?;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("ggufy"),
-            required_limits: wgpu::Limits::downlevel_defaults().using_resolution(adapter.limits()),
+            // Everything the adapter offers: large models need its buffer sizes.
+            required_limits: adapter.limits(),
             ..Default::default()
         }))
         .map_err(|e| GpuError::Device(format!("cannot open {}: {e}", adapter.get_info().name)))?;
@@ -106,6 +109,7 @@ impl WgpuBackend {
             matmul_nf4: kernel(&mm, "matmul_nf4", 3, 1, 1),
             adapter: adapter.get_info(),
             ctx: Ctx { device, queue },
+            binding_cap: None,
         })
     }
 
@@ -168,6 +172,7 @@ impl Ctx {
         items: u32,
     ) -> Result<Vec<Vec<u8>>, GpuError> {
         debug_assert_eq!((inputs.len(), output_bytes.len()), (k.inputs, k.outputs));
+        let guard = ErrorGuard::new(&self.device);
         let groups = items.div_ceil(k.width).max(1);
         let (gx, gy) = (groups.min(MAX_GROUPS_X), groups.div_ceil(MAX_GROUPS_X));
         let params: Vec<u8> = params
@@ -251,6 +256,7 @@ impl Ctx {
             encoder.copy_buffer_to_buffer(out, 0, back, 0, out.size());
         }
         self.queue.submit([encoder.finish()]);
+        guard.check()?;
         let mut results = Vec::with_capacity(out_bufs.len());
         for ((_, back), &n) in out_bufs.iter().zip(output_bytes) {
             let (tx, rx) = mpsc::channel();
@@ -335,16 +341,30 @@ fn count32(n: usize) -> Result<u32, GpuError> {
         .map_err(|_| GpuError::Layout(format!("{n} values is more than one dispatch holds")))
 }
 
-impl Backend for WgpuBackend {
-    fn name(&self) -> String {
-        format!("{} ({:?})", self.adapter.name, self.adapter.backend)
+impl WgpuBackend {
+    /// The most bytes one binding may hold on this device (kernels run in chunks below it).
+    fn max_binding(&self) -> usize {
+        let l = self.ctx.device.limits();
+        let device = usize::try_from(l.max_storage_buffer_binding_size.min(l.max_buffer_size))
+            .unwrap_or(usize::MAX);
+        self.binding_cap.map_or(device, |c| c.min(device))
     }
 
-    fn dequantize(&self, src: Quantized<'_>, dst: &mut [f32]) -> Result<(), GpuError> {
-        let n = crate::check_output(src, dst.len())?;
-        if n == 0 {
-            return Ok(());
-        }
+    /// Treats bindings as holding at most `bytes` (at least one block or row is always taken),
+    /// so tests reach the chunked paths without gigabytes of data.
+    #[doc(hidden)]
+    pub fn with_binding_cap(mut self, bytes: usize) -> WgpuBackend {
+        self.binding_cap = Some(bytes);
+        self
+    }
+
+    /// Blocks per chunk so that `bytes_per_block` × blocks fits one binding (even, ≥ 2).
+    fn chunk_blocks(&self, bytes_per_block: usize) -> usize {
+        (self.max_binding() / bytes_per_block).max(2) / 2 * 2
+    }
+
+    fn dequantize_chunk(&self, src: Quantized<'_>, dst: &mut [f32]) -> Result<(), GpuError> {
+        let n = dst.len();
         let n32 = count32(n)?;
         let scales: Vec<u8>;
         let (kernel, data, scale_bytes): (_, &[u8], &[u8]) = match src {
@@ -366,11 +386,8 @@ impl Backend for WgpuBackend {
         Ok(())
     }
 
-    fn quantize(&self, format: Format, x: &[f32]) -> Result<QuantizedBuf, GpuError> {
-        let blocks = crate::whole_blocks(format, x.len())?;
-        if blocks == 0 {
-            return Ok(QuantizedBuf::default());
-        }
+    fn quantize_chunk(&self, format: Format, x: &[f32]) -> Result<QuantizedBuf, GpuError> {
+        let blocks = x.len() / format.block();
         let nb = count32(blocks)?;
         let input: Vec<u8> = x.iter().flat_map(|v| v.to_bits().to_le_bytes()).collect();
         let (kernel, bytes, scale_bytes, items) = match format {
@@ -393,15 +410,41 @@ impl Backend for WgpuBackend {
         )?;
         let mut data = std::mem::take(&mut out[0]);
         data.truncate(bytes);
-        let absmax = if format == Format::Nf4 {
-            out[1]
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let mut absmax = Vec::new();
+        if format == Format::Nf4 {
+            absmax.resize(blocks, 0.0);
+            crate::copy_f32s(&out[1], &mut absmax);
+        }
         Ok(QuantizedBuf { data, absmax })
+    }
+}
+
+impl Backend for WgpuBackend {
+    fn name(&self) -> String {
+        format!("{} ({:?})", self.adapter.name, self.adapter.backend)
+    }
+
+    fn dequantize(&self, src: Quantized<'_>, dst: &mut [f32]) -> Result<(), GpuError> {
+        crate::check_output(src, dst.len())?;
+        let block = src.format().block();
+        let per_chunk = self.chunk_blocks(block * 4);
+        for (c, out) in dst.chunks_mut(per_chunk * block).enumerate() {
+            let first = c * per_chunk;
+            self.dequantize_chunk(src.blocks(first, first + out.len() / block), out)?;
+        }
+        Ok(())
+    }
+
+    fn quantize(&self, format: Format, x: &[f32]) -> Result<QuantizedBuf, GpuError> {
+        crate::whole_blocks(format, x.len())?;
+        let block = format.block();
+        let mut all = QuantizedBuf::default();
+        for chunk in x.chunks(self.chunk_blocks(block * 4) * block) {
+            let q = self.quantize_chunk(format, chunk)?;
+            all.data.extend_from_slice(&q.data);
+            all.absmax.extend_from_slice(&q.absmax);
+        }
+        Ok(all)
     }
 
     fn matmul(
@@ -412,34 +455,8 @@ impl Backend for WgpuBackend {
         x: &[f32],
         y: &mut [f32],
     ) -> Result<(), GpuError> {
-        let tokens = crate::check_matmul(w, rows, cols, x.len(), y.len())?;
-        if rows == 0 || tokens == 0 {
-            return Ok(());
-        }
-        let scales: Vec<u8>;
-        let (kernel, data, scale_bytes): (_, &[u8], &[u8]) = match w {
-            Quantized::Q8_0(b) => (&self.matmul_q8_0, b, &[]),
-            Quantized::Q4_0(b) => (&self.matmul_q4_0, b, &[]),
-            Quantized::Nf4 { codes, absmax } => {
-                scales = absmax.iter().flat_map(|v| v.to_le_bytes()).collect();
-                (&self.matmul_nf4, codes, &scales)
-            }
-        };
-        let xs: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let pairs = count32(rows * tokens)?;
-        let out = self.ctx.dispatch(
-            kernel,
-            &[
-                Input::Bytes(data),
-                Input::Bytes(scale_bytes),
-                Input::Bytes(&xs),
-            ],
-            &[y.len() * 4],
-            [count32(rows)?, count32(cols)?, count32(tokens)?, GROUPS_X],
-            pairs,
-        )?;
-        crate::copy_f32s(&out[0], y);
-        Ok(())
+        crate::check_matmul(w, rows, cols, x.len(), y.len())?;
+        self.upload(w, rows, cols)?.matmul(x, y)
     }
 
     fn upload(
@@ -449,57 +466,121 @@ impl Backend for WgpuBackend {
         cols: usize,
     ) -> Result<Box<dyn Resident>, GpuError> {
         crate::check_matmul(w, rows, cols, 0, 0)?;
-        let (kernel, data, scales): (_, &[u8], Vec<u8>) = match w {
-            Quantized::Q8_0(b) => (&self.matmul_q8_0, b, Vec::new()),
-            Quantized::Q4_0(b) => (&self.matmul_q4_0, b, Vec::new()),
-            Quantized::Nf4 { codes, absmax } => (
-                &self.matmul_nf4,
-                codes,
-                absmax.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            ),
+        let kernel = match w {
+            Quantized::Q8_0(_) => &self.matmul_q8_0,
+            Quantized::Q4_0(_) => &self.matmul_q4_0,
+            Quantized::Nf4 { .. } => &self.matmul_nf4,
         };
+        let blocks_per_row = cols / w.format().block();
+        let row_bytes = match w {
+            Quantized::Q8_0(b) | Quantized::Q4_0(b) => b.len() / rows.max(1),
+            Quantized::Nf4 { codes, .. } => codes.len() / rows.max(1),
+        };
+        let rows_per_chunk = (self.max_binding() / row_bytes.max(1)).max(1);
+        let guard = ErrorGuard::new(&self.ctx.device);
+        let mut chunks = Vec::new();
+        for first in (0..rows).step_by(rows_per_chunk) {
+            let n = rows_per_chunk.min(rows - first);
+            let part = w.blocks(first * blocks_per_row, (first + n) * blocks_per_row);
+            let (data, scales): (&[u8], Vec<u8>) = match part {
+                Quantized::Q8_0(b) | Quantized::Q4_0(b) => (b, Vec::new()),
+                Quantized::Nf4 { codes, absmax } => {
+                    (codes, absmax.iter().flat_map(|v| v.to_le_bytes()).collect())
+                }
+            };
+            chunks.push(ResidentChunk {
+                first,
+                rows: count32(n)?,
+                weights: self.ctx.storage(data),
+                scales: self.ctx.storage(&scales),
+            });
+        }
+        guard.check()?;
         Ok(Box::new(WgpuResident {
-            weights: self.ctx.storage(data),
-            scales: self.ctx.storage(&scales),
             ctx: self.ctx.clone(),
             kernel: kernel.clone(),
-            rows: count32(rows)?,
+            chunks,
+            rows,
             cols: count32(cols)?,
         }))
     }
+}
+
+/// Rows `first ..` of a resident matrix, in buffers of their own (one binding's worth at most).
+struct ResidentChunk {
+    first: usize,
+    rows: u32,
+    weights: wgpu::Buffer,
+    scales: wgpu::Buffer,
 }
 
 /// A weight matrix in device memory with the mat-mul kernel for its format.
 struct WgpuResident {
     ctx: Ctx,
     kernel: Kernel,
-    weights: wgpu::Buffer,
-    scales: wgpu::Buffer,
-    rows: u32,
+    chunks: Vec<ResidentChunk>,
+    rows: usize,
     cols: u32,
 }
 
 impl Resident for WgpuResident {
     fn matmul(&self, x: &[f32], y: &mut [f32]) -> Result<(), GpuError> {
-        let (rows, cols) = (self.rows as usize, self.cols as usize);
+        let (rows, cols) = (self.rows, self.cols as usize);
         crate::check_resident(rows, cols, x.len(), y.len())?;
-        let tokens = count32(x.len() / cols)?;
-        if tokens == 0 {
+        let tokens = x.len() / cols;
+        if tokens == 0 || rows == 0 {
             return Ok(());
         }
+        let t32 = count32(tokens)?;
         let xs: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let out = self.ctx.dispatch(
-            &self.kernel,
-            &[
-                Input::Buffer(&self.weights),
-                Input::Buffer(&self.scales),
-                Input::Bytes(&xs),
-            ],
-            &[y.len() * 4],
-            [self.rows, self.cols, tokens, GROUPS_X],
-            count32(rows * tokens as usize)?,
-        )?;
-        crate::copy_f32s(&out[0], y);
+        let mut part = Vec::new();
+        for c in &self.chunks {
+            let n = c.rows as usize;
+            let out = self.ctx.dispatch(
+                &self.kernel,
+                &[
+                    Input::Buffer(&c.weights),
+                    Input::Buffer(&c.scales),
+                    Input::Bytes(&xs),
+                ],
+                &[n * tokens * 4],
+                [c.rows, self.cols, t32, GROUPS_X],
+                count32(n * tokens)?,
+            )?;
+            part.resize(n * tokens, 0.0);
+            crate::copy_f32s(&out[0], &mut part);
+            for t in 0..tokens {
+                y[t * rows + c.first..t * rows + c.first + n]
+                    .copy_from_slice(&part[t * n..(t + 1) * n]);
+            }
+        }
         Ok(())
+    }
+}
+
+/// Validation and out-of-memory errors of the device operations made while it lives, as a
+/// `GpuError` instead of wgpu's default (a panic).
+struct ErrorGuard {
+    // Field order is drop order, and scopes must close in reverse order of opening: the inner
+    // (memory) scope first, also when an early return drops the guard unchecked.
+    memory: wgpu::ErrorScopeGuard,
+    validation: wgpu::ErrorScopeGuard,
+}
+
+impl ErrorGuard {
+    fn new(device: &wgpu::Device) -> ErrorGuard {
+        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let memory = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        ErrorGuard { memory, validation }
+    }
+
+    fn check(self) -> Result<(), GpuError> {
+        // Scopes pop in reverse order of their creation.
+        let memory = pollster::block_on(self.memory.pop());
+        let validation = pollster::block_on(self.validation.pop());
+        match memory.or(validation) {
+            Some(e) => Err(GpuError::Device(e.to_string())),
+            None => Ok(()),
+        }
     }
 }

@@ -317,3 +317,30 @@ fn matmul_shape_errors() {
             .is_err()
     );
 }
+
+#[test]
+fn data_larger_than_a_binding_runs_in_chunks() {
+    if gpu().is_none() {
+        return;
+    }
+    // A second device that pretends a binding holds 4 KiB: every kernel then runs in many
+    // chunks (odd counts of blocks, rows split across buffers) and must give the same results.
+    let small = WgpuBackend::new().unwrap().with_binding_cap(4096);
+    let x: Vec<f32> = (0..32 * 301)
+        .map(|i| ((i as f32) * 0.37).sin() * 2.0)
+        .collect();
+    for format in [Format::Q8_0, Format::Q4_0] {
+        assert_eq!(check_quantize(&small, format, &x), Ok(()));
+        let q = CpuBackend.quantize(format, &x).unwrap();
+        assert_eq!(check(&small, q.view(format)), Ok(()));
+    }
+    assert_eq!(check_quantize(&small, Format::Nf4, &x[..64 * 150]), Ok(()));
+    let (rows, cols) = (301, 64 * 40);
+    let w: Vec<f32> = (0..rows * cols)
+        .map(|i| ((i as f32) * 0.013).cos())
+        .collect();
+    let xs: Vec<f32> = (0..3 * cols).map(|i| (i % 17) as f32 / 8.0 - 1.0).collect();
+    for format in [Format::Q8_0, Format::Q4_0, Format::Nf4] {
+        assert_eq!(check_matmul(&small, format, rows, cols, &w, &xs), Ok(()));
+    }
+}
