@@ -41,6 +41,10 @@ pub struct PerplexityArgs {
     /// Print a JSON document.
     #[arg(long)]
     json: bool,
+    /// Where Q8_0, Q4_0 and NF4 weight matrices of both models are multiplied. A GPU sums in
+    /// f32 without llama.cpp's activation quantization, so results differ slightly from the CPU's.
+    #[arg(long, value_enum, default_value_t = crate::device::Device::Cpu)]
+    device: crate::device::Device,
 }
 
 /// Runs `ggufy perplexity`.
@@ -48,12 +52,25 @@ pub fn run(a: &PerplexityArgs) -> Result<String> {
     let file = crate::open_gguf(&a.model)?;
     let label = a.model.display().to_string();
     let tok = Tokenizer::from_gguf(&file).with_context(|| format!("{label}: vocabulary"))?;
-    let model = Model::load(&file).with_context(|| label.clone())?;
+    let mut model = Model::load(&file).with_context(|| label.clone())?;
     let base_file = a.base.as_deref().map(crate::open_gguf).transpose()?;
-    let base = match (&base_file, &a.base) {
+    let mut base = match (&base_file, &a.base) {
         (Some(f), Some(p)) => Some(Model::load(f).with_context(|| p.display().to_string())?),
         _ => None,
     };
+    if let Some(acc) = crate::device::accelerator(a.device, false)? {
+        let moved = model.offload(acc.as_ref()).with_context(|| label.clone())?;
+        let base_moved = match (&mut base, &a.base) {
+            (Some(b), Some(p)) => b
+                .offload(acc.as_ref())
+                .with_context(|| p.display().to_string())?,
+            _ => 0,
+        };
+        eprintln!(
+            "{label}: {moved} weight matrices on {} ({base_moved} of the base model's)",
+            acc.name()
+        );
+    }
     let text = std::fs::read_to_string(&a.file).with_context(|| a.file.display().to_string())?;
     let tokens = tok.tokenize(&text, true, false);
     let bos = if tok.vocab().adds_bos_eos().0 {
