@@ -6,8 +6,10 @@
 //! NVIDIA GPU. Without features nothing GPU-related is compiled, so a plain build needs no
 //! toolkit or driver.
 //!
-//! Kernels so far: dequantization of Q8_0, Q4_0 and NF4 to f32, and quantization of f32 to the
-//! same three formats, all equal to the CPU bit for bit.
+//! Kernels for Q8_0, Q4_0 and NF4: dequantization (bit-identical to the CPU), quantization
+//! (byte-identical) and quantized mat-vec / batched mat-mul (within a stated tolerance of an f64
+//! reference). [`Offloaded`] plugs a backend into the quantize/convert executor and
+//! [`Accelerated`] into the runner.
 
 #[cfg(feature = "cuda")]
 mod cuda_backend;
