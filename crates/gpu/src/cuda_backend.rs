@@ -240,67 +240,8 @@ impl Backend for CudaBackend {
         x: &[f32],
         y: &mut [f32],
     ) -> Result<(), GpuError> {
-        let tokens = crate::check_matmul(w, rows, cols, x.len(), y.len())?;
-        if rows == 0 || tokens == 0 {
-            return Ok(());
-        }
-        let s = &self.stream;
-        let (r32, c32) = (u32_of(rows)?, u32_of(cols)?);
-        let cfg = LaunchConfig {
-            grid_dim: (u32_of(rows * tokens)?, 1, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let copy = device_err("copying to the GPU");
-        let xs = s.clone_htod(x).map_err(&copy)?;
-        let mut out = s
-            .alloc_zeros::<f32>(y.len())
-            .map_err(device_err("allocating"))?;
-        match w {
-            Quantized::Q8_0(b) | Quantized::Q4_0(b) => {
-                let name = if matches!(w, Quantized::Q8_0(_)) {
-                    "matmul_q8_0"
-                } else {
-                    "matmul_q4_0"
-                };
-                let f = self.function(name)?;
-                let ws = s.clone_htod(b).map_err(&copy)?;
-                // SAFETY: (const u8*, const float*, float*, u32 rows, u32 cols); shapes checked by
-                // check_matmul; one block per (row, token) pair writes one output.
-                unsafe {
-                    s.launch_builder(&f)
-                        .arg(&ws)
-                        .arg(&xs)
-                        .arg(&mut out)
-                        .arg(&r32)
-                        .arg(&c32)
-                        .launch(cfg)
-                }
-                .map_err(device_err(name))?;
-            }
-            Quantized::Nf4 { codes, absmax } => {
-                let f = self.function("matmul_nf4")?;
-                let c = s.clone_htod(codes).map_err(&copy)?;
-                let a = s.clone_htod(absmax).map_err(&copy)?;
-                // SAFETY: (const u8*, const float*, const float*, float*, u32, u32), as above.
-                unsafe {
-                    s.launch_builder(&f)
-                        .arg(&c)
-                        .arg(&a)
-                        .arg(&xs)
-                        .arg(&mut out)
-                        .arg(&r32)
-                        .arg(&c32)
-                        .launch(cfg)
-                }
-                .map_err(device_err("matmul_nf4"))?;
-            }
-        }
-        let host = s
-            .clone_dtoh(&out)
-            .map_err(device_err("copying from the GPU"))?;
-        y.copy_from_slice(&host);
-        Ok(())
+        crate::check_matmul(w, rows, cols, x.len(), y.len())?;
+        self.upload(w, rows, cols)?.matmul(x, y)
     }
 
     fn upload(

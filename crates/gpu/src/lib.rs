@@ -135,6 +135,20 @@ pub struct QuantizedBuf {
 }
 
 impl QuantizedBuf {
+    /// An owned copy of `w`.
+    pub fn copy_of(w: Quantized<'_>) -> QuantizedBuf {
+        match w {
+            Quantized::Q8_0(b) | Quantized::Q4_0(b) => QuantizedBuf {
+                data: b.to_vec(),
+                absmax: Vec::new(),
+            },
+            Quantized::Nf4 { codes, absmax } => QuantizedBuf {
+                data: codes.to_vec(),
+                absmax: absmax.to_vec(),
+            },
+        }
+    }
+
     /// The buffer as the kernels' input view.
     pub fn view(&self, format: Format) -> Quantized<'_> {
         match format {
@@ -380,19 +394,9 @@ impl Backend for CpuBackend {
         cols: usize,
     ) -> Result<Box<dyn Resident>, GpuError> {
         check_matmul(w, rows, cols, 0, 0)?;
-        let data = match w {
-            Quantized::Q8_0(b) | Quantized::Q4_0(b) => QuantizedBuf {
-                data: b.to_vec(),
-                absmax: Vec::new(),
-            },
-            Quantized::Nf4 { codes, absmax } => QuantizedBuf {
-                data: codes.to_vec(),
-                absmax: absmax.to_vec(),
-            },
-        };
         Ok(Box::new(CpuResident {
             format: w.format(),
-            data,
+            data: QuantizedBuf::copy_of(w),
             rows,
             cols,
         }))

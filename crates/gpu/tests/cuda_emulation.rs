@@ -140,18 +140,8 @@ impl Backend for Emulator {
         rows: usize,
         cols: usize,
     ) -> Result<Box<dyn ggufy_gpu::Resident>, GpuError> {
-        let data = match w {
-            Quantized::Q8_0(b) | Quantized::Q4_0(b) => QuantizedBuf {
-                data: b.to_vec(),
-                absmax: Vec::new(),
-            },
-            Quantized::Nf4 { codes, absmax } => QuantizedBuf {
-                data: codes.to_vec(),
-                absmax: absmax.to_vec(),
-            },
-        };
         Ok(Box::new(EmulatedResident {
-            data,
+            data: QuantizedBuf::copy_of(w),
             format: w.format(),
             rows,
             cols,
