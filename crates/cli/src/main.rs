@@ -134,6 +134,22 @@ pub(crate) fn open_gguf(path: &std::path::Path) -> anyhow::Result<ggufy_gguf::Gg
     })
 }
 
+/// Regroups `model`'s Q4_0/Q8_0 matrices for this CPU's decode kernels (unless `keep_layout`)
+/// and lets the OS drop the file pages they were copied from, so memory stays near one copy.
+pub(crate) fn pack_weights(
+    model: &mut ggufy_run::Model<'_>,
+    file: &ggufy_gguf::GgufFile,
+    keep_layout: bool,
+) {
+    if keep_layout {
+        return;
+    }
+    let (_, copied_from) = model.pack();
+    for bytes in copied_from {
+        file.release(bytes);
+    }
+}
+
 fn main() -> ExitCode {
     signals::install();
     let cli = Cli::parse();

@@ -45,6 +45,11 @@ pub struct PerplexityArgs {
     /// f32 without llama.cpp's activation quantization, so results differ slightly from the CPU's.
     #[arg(long, value_enum, default_value_t = crate::device::Device::Cpu)]
     device: crate::device::Device,
+    /// Keep every weight in the file's layout, read in place: no copy and less memory, but
+    /// slower decoding on CPUs with AVX-512 VNNI, where Q4_0/Q8_0 matrices are otherwise
+    /// regrouped eight rows at a time at load (results are the same either way).
+    #[arg(long)]
+    no_repack: bool,
 }
 
 /// Runs `ggufy perplexity`.
@@ -82,6 +87,12 @@ pub fn run(a: &PerplexityArgs) -> Result<String> {
         .num_threads(a.threads)
         .build()
         .context("starting worker threads")?;
+    pool.install(|| {
+        crate::pack_weights(&mut model, &file, a.no_repack);
+        if let (Some(b), Some(f)) = (&mut base, &base_file) {
+            crate::pack_weights(b, f, a.no_repack);
+        }
+    });
     let _ = a.batch;
     let quiet = a.json;
     let report = pool.install(|| {

@@ -63,6 +63,11 @@ pub struct RunArgs {
     /// another order, so the logits differ slightly from the CPU's (which match llama.cpp's).
     #[arg(long, value_enum, default_value_t = crate::device::Device::Cpu)]
     device: crate::device::Device,
+    /// Keep every weight in the file's layout, read in place: no copy and less memory, but
+    /// slower decoding on CPUs with AVX-512 VNNI, where Q4_0/Q8_0 matrices are otherwise
+    /// regrouped eight rows at a time at load (results are the same either way).
+    #[arg(long)]
+    no_repack: bool,
 }
 
 /// Runs `ggufy run`.
@@ -85,6 +90,7 @@ pub fn run(a: &RunArgs) -> Result<String> {
         .num_threads(a.threads)
         .build()
         .context("starting worker threads")?;
+    pool.install(|| crate::pack_weights(&mut model, &file, a.no_repack));
     pool.install(|| generate(a, &prompt, &tok, &model))
 }
 

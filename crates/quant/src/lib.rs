@@ -25,6 +25,7 @@ pub mod kquants;
 pub mod legacy;
 pub mod matvec;
 pub mod nf4;
+pub mod packed;
 pub mod simd;
 
 use ggufy_gguf::GgmlType;

@@ -63,7 +63,7 @@ impl Kernel {
     }
 
     /// This kernel, or the best one the CPU runs if it lacks this one's instructions.
-    fn usable(self) -> Kernel {
+    pub(crate) fn usable(self) -> Kernel {
         if self.runs_here() {
             self
         } else {

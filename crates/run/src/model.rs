@@ -437,7 +437,7 @@ impl<'a> Model<'a> {
         let output = if f.tensor("output.weight").is_some() {
             l.matrix("output.weight", hp.n_vocab, e)?
         } else {
-            embd
+            embd.clone()
         };
         let output_norm = l.vector("output_norm.weight", e)?;
         let rope_freqs = l.optional_vector("rope_freqs.weight", hp.n_rot / 2)?;
@@ -501,32 +501,50 @@ impl<'a> Model<'a> {
     /// device's arithmetic (f32 sums of exact weights) instead of llama.cpp's CPU kernels, so
     /// logits differ slightly from the CPU path.
     pub fn offload(&mut self, acc: &dyn Accelerator) -> Result<usize> {
-        let mut mats: Vec<Matrix<'a>> = vec![self.output];
-        for l in &self.layers {
-            mats.extend(
-                [
-                    Some(l.wq),
-                    l.wk,
-                    l.wv,
-                    Some(l.wo),
-                    l.gate,
-                    Some(l.up),
-                    Some(l.down),
-                ]
-                .into_iter()
-                .flatten(),
-            );
-        }
-        for m in mats {
-            let uploaded = acc.upload(&m).map_err(|problem| RunError::Tensor {
+        let mut moved = HashMap::new();
+        for m in self.matrices() {
+            let uploaded = acc.upload(m).map_err(|problem| RunError::Tensor {
                 name: m.name.to_owned(),
                 problem: format!("uploading to {}: {problem}", acc.name()),
             })?;
             if let Some(d) = uploaded {
-                self.device.0.insert(device_key(&m), d);
+                moved.insert(device_key(m), d);
             }
         }
+        self.device.0.extend(moved);
         Ok(self.device.0.len())
+    }
+
+    /// The weight matrices products read: the output and every layer's.
+    fn matrices(&self) -> Vec<&Matrix<'a>> {
+        let mut mats = vec![&self.output];
+        for l in &self.layers {
+            mats.extend([&l.wq, &l.wo, &l.up, &l.down]);
+            mats.extend([&l.wk, &l.wv, &l.gate].into_iter().flatten());
+        }
+        mats
+    }
+
+    /// Regroups the Q4_0/Q8_0 matrices for this CPU's decode kernels (see [`Matrix::pack`]),
+    /// in parallel; results do not change. Returns the bytes copied and the file bytes the
+    /// packed rows came from, which the caller may let the OS drop from memory (the embedding
+    /// table, which lookups still read, is not among them). Matrices on a device are skipped.
+    pub fn pack(&mut self) -> (usize, Vec<&'a [u8]>) {
+        let embd = self.embd.data.as_ptr();
+        let device = &self.device.0;
+        let mut mats = vec![&mut self.output];
+        for l in &mut self.layers {
+            mats.extend([&mut l.wq, &mut l.wo, &mut l.up, &mut l.down]);
+            mats.extend([&mut l.wk, &mut l.wv, &mut l.gate].into_iter().flatten());
+        }
+        mats.retain(|m| !device.contains_key(&device_key(m)));
+        let bytes = mats.par_iter_mut().map(|m| m.pack()).sum();
+        let released = mats
+            .iter()
+            .filter(|m| m.is_packed() && m.data.as_ptr() != embd)
+            .map(|m| m.data)
+            .collect();
+        (bytes, released)
     }
 
     /// `out = X · Wᵀ` on the device holding `w`, or on the CPU.
@@ -565,13 +583,7 @@ impl<'a> Model<'a> {
 
     /// Bytes of weights one decode step reads.
     pub fn weight_bytes(&self) -> usize {
-        let mut n = self.output.data.len();
-        for l in &self.layers {
-            n += l.wq.data.len() + l.wo.data.len() + l.up.data.len() + l.down.data.len();
-            n += l.wk.map_or(0, |m| m.data.len()) + l.wv.map_or(0, |m| m.data.len());
-            n += l.gate.map_or(0, |m| m.data.len());
-        }
-        n
+        self.matrices().iter().map(|m| m.data.len()).sum()
     }
 }
 
@@ -739,16 +751,16 @@ impl<'m, 'a> Session<'m, 'a> {
             for (xr, hr) in x.chunks_exact(e).zip(h.chunks_exact_mut(e)) {
                 rms_norm(xr, &layer.attn_norm, hp.rms_eps, hr);
             }
-            match (layer.wk, layer.wv) {
+            match (&layer.wk, &layer.wv) {
                 (Some(wk), Some(wv)) if n == 1 => m.mm_shared(
-                    &[&layer.wq, &wk, &wv],
+                    &[&layer.wq, wk, wv],
                     &h,
                     &mut [&mut q[..], &mut k[..], &mut v[..]],
                 )?,
                 (Some(wk), Some(wv)) => {
                     m.mm(&layer.wq, &h, &mut q)?;
-                    m.mm(&wk, &h, &mut k)?;
-                    m.mm(&wv, &h, &mut v)?;
+                    m.mm(wk, &h, &mut k)?;
+                    m.mm(wv, &h, &mut v)?;
                 }
                 _ => {
                     let mut qkv = vec![0f32; n * (nh + 2 * nkv) * hd];
@@ -818,12 +830,12 @@ impl<'m, 'a> Session<'m, 'a> {
                     silu(a)
                 }
             };
-            match layer.gate {
+            match &layer.gate {
                 Some(gate) => {
                     if n == 1 {
-                        m.mm_shared(&[&gate, &layer.up], &h, &mut [&mut g[..], &mut u[..]])?;
+                        m.mm_shared(&[gate, &layer.up], &h, &mut [&mut g[..], &mut u[..]])?;
                     } else {
-                        m.mm(&gate, &h, &mut g)?;
+                        m.mm(gate, &h, &mut g)?;
                         m.mm(&layer.up, &h, &mut u)?;
                     }
                     for ((a, &gv), &uv) in act.iter_mut().zip(&g).zip(&u) {

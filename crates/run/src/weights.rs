@@ -8,9 +8,11 @@ use ggufy_quant::dot::{
 };
 use ggufy_quant::fp::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 use ggufy_quant::matvec::{self, Kernel};
+use ggufy_quant::packed::PackedRows;
 use ggufy_quant::simd::{self, Level};
 use ggufy_quant::{dequantize_row, nf4::dequantize_nf4};
 use rayon::prelude::*;
+use std::sync::Arc;
 
 use crate::error::{Result, RunError};
 
@@ -38,7 +40,7 @@ pub enum Storage<'a> {
 }
 
 /// A 2-D weight (`rows` outputs × `cols` inputs) as stored in the file.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Matrix<'a> {
     /// Tensor name, for errors.
     pub name: &'a str,
@@ -50,6 +52,8 @@ pub struct Matrix<'a> {
     pub cols: usize,
     /// The row-major bytes.
     pub data: &'a [u8],
+    /// The same rows regrouped for the vector kernels ([`Matrix::pack`]), if they are.
+    packed: Option<Arc<PackedRows>>,
 }
 
 /// A device that can hold weight matrices and multiply by them (a GPU); see [`crate::Model::offload`].
@@ -149,7 +153,45 @@ impl<'a> Matrix<'a> {
             rows,
             cols,
             data,
+            packed: None,
         })
+    }
+
+    /// Whether [`Matrix::pack`] would regroup this matrix on this CPU: Q4_0 and Q8_0 where the
+    /// AVX-512 VNNI kernels run (elsewhere the file layout is what the kernels read best).
+    pub fn packable(&self) -> bool {
+        matches!(self.storage, Storage::Ggml(GgmlType::Q4_0 | GgmlType::Q8_0))
+            && self.rows >= ggufy_quant::packed::GROUP
+            && Kernel::best(simd::level()) == Kernel::Avx512Vnni
+    }
+
+    /// Copies the rows into the layout the decode kernels stream fastest (eight rows
+    /// interleaved block by block; see `ggufy_quant::packed`), which then serves every
+    /// product; results do not change. Returns the bytes copied (0 when not
+    /// [`Matrix::packable`]). The file's bytes stay in use for the last rows of a matrix whose
+    /// row count is not a multiple of eight, and for embedding lookups.
+    pub fn pack(&mut self) -> usize {
+        if !self.packable() {
+            return 0;
+        }
+        self.pack_anywhere()
+    }
+
+    /// [`Matrix::pack`] whatever the CPU (the tests' way to reach the packed paths anywhere).
+    fn pack_anywhere(&mut self) -> usize {
+        if self.packed.is_some() {
+            return 0;
+        }
+        let Storage::Ggml(ty) = self.storage else {
+            return 0;
+        };
+        self.packed = PackedRows::new(ty, self.data, self.row_bytes(), self.rows).map(Arc::new);
+        self.packed.as_ref().map_or(0, |p| p.len())
+    }
+
+    /// Whether [`Matrix::pack`] regrouped this matrix.
+    pub fn is_packed(&self) -> bool {
+        self.packed.is_some()
     }
 
     fn row_bytes(&self) -> usize {
@@ -239,10 +281,40 @@ impl<'a> Matrix<'a> {
         }
     }
 
-    /// Rows `first..first + out.len()`: the vector kernels of `ggufy_quant::matvec` where there
-    /// is one, otherwise one reference dot per row.
+    /// How many of rows `first..first + len` the packed copy serves (a prefix of them).
+    fn packed_prefix(&self, first: usize, len: usize) -> Option<(&PackedRows, usize)> {
+        let p = self.packed.as_deref()?;
+        let end = (first + len).min(p.rows());
+        (first < end).then_some((p, end - first))
+    }
+
+    /// Rows `first..first + out.len()`: the packed rows where there are, the vector kernels of
+    /// `ggufy_quant::matvec` on the file's rows where there is one, otherwise one reference
+    /// dot per row.
     #[inline(always)]
     fn rows(
+        &self,
+        first: usize,
+        act: &Activation,
+        out: &mut [f32],
+        scratch: &mut Vec<f32>,
+        level: Level,
+    ) {
+        if let (Some((p, n)), Activation::Q8_0(a)) = (self.packed_prefix(first, out.len()), act) {
+            let (head, tail) = out.split_at_mut(n);
+            if p.rows_dot(first, &[a], &mut [head], Kernel::best(level)) {
+                if !tail.is_empty() {
+                    self.file_rows(first + n, act, tail, scratch, level);
+                }
+                return;
+            }
+        }
+        self.file_rows(first, act, out, scratch, level);
+    }
+
+    /// [`Matrix::rows`] from the file's layout.
+    #[inline(always)]
+    fn file_rows(
         &self,
         first: usize,
         act: &Activation,
@@ -286,6 +358,28 @@ impl<'a> Matrix<'a> {
     /// `len` per activation), where a batched kernel exists; false otherwise.
     fn rows_multi(&self, first: usize, acts: &[Activation], out: &mut [f32], level: Level) -> bool {
         let len = out.len() / acts.len().max(1);
+        if let Some((p, n)) = self.packed_prefix(first, len) {
+            let a: Option<Vec<&[u8]>> = acts
+                .iter()
+                .map(|a| match a {
+                    Activation::Q8_0(v) => Some(v.as_slice()),
+                    _ => None,
+                })
+                .collect();
+            if let Some(a) = a {
+                let mut heads: Vec<&mut [f32]> =
+                    out.chunks_exact_mut(len).map(|o| &mut o[..n]).collect();
+                if p.rows_dot(first, &a, &mut heads, Kernel::best(level)) {
+                    if n < len {
+                        // The rows past the packed ones (fewer than a group) one at a time.
+                        for (act, o) in acts.iter().zip(out.chunks_exact_mut(len)) {
+                            self.file_rows(first + n, act, &mut o[n..], &mut Vec::new(), level);
+                        }
+                    }
+                    return true;
+                }
+            }
+        }
         let rb = self.row_bytes();
         let w = &self.data[first * rb..];
         let kernel = Kernel::best(level);
@@ -532,6 +626,47 @@ mod tests {
                     check_round_f16(sign | edge.wrapping_sub(d));
                 }
             }
+        }
+    }
+
+    #[test]
+    fn packed_matrices_give_the_same_bits() {
+        // 300 rows: 37 packed groups and 4 rows left in the file's layout.
+        let (rows, cols, tokens) = (300, 256, 6);
+        let mut state = 7u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0
+        };
+        let x: Vec<f32> = (0..tokens * cols).map(|_| next()).collect();
+        let w32: Vec<f32> = (0..rows * cols).map(|_| next()).collect();
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_0] {
+            let row_bytes = ty.row_bytes(cols as u64).unwrap() as usize;
+            let mut data = vec![0u8; rows * row_bytes];
+            for (src, dst) in w32.chunks_exact(cols).zip(data.chunks_exact_mut(row_bytes)) {
+                ggufy_quant::quantize_row(ty, src, dst, ggufy_quant::Rounding::Separate).unwrap();
+            }
+            let plain = Matrix::new("w", Storage::Ggml(ty), rows, cols, &data).unwrap();
+            let mut packed = plain.clone();
+            assert_eq!(packed.pack_anywhere(), 296 * row_bytes);
+            assert!(packed.is_packed());
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            for level in [simd::level(), Level::Scalar] {
+                let (mut a, mut b) = (vec![0f32; rows], vec![0f32; rows]);
+                plain.matvec_with(&x[..cols], &mut a, level);
+                packed.matvec_with(&x[..cols], &mut b, level);
+                assert_eq!(bits(&a), bits(&b), "{ty} matvec {level:?}");
+                let (mut a, mut b) = (vec![0f32; rows * tokens], vec![0f32; rows * tokens]);
+                plain.matmul_with(&x, &mut a, level);
+                packed.matmul_with(&x, &mut b, level);
+                assert_eq!(bits(&a), bits(&b), "{ty} matmul {level:?}");
+            }
+            let mut outs = [vec![0f32; rows], vec![0f32; rows]];
+            let [o1, o2] = &mut outs;
+            Matrix::matvec_shared(&[&packed, &plain], &x[..cols], &mut [o1, o2]);
+            assert_eq!(bits(&outs[0]), bits(&outs[1]), "{ty} shared");
         }
     }
 

@@ -7,7 +7,8 @@
 //! ggml-cpu does, exact block sums accumulated with one FMA, F16 products in ggml's lane orders
 //! (tinyBLAS's for batches), flash attention's online softmax with its f16 V accumulator — so
 //! what is left is libm's exp/sin/cos and the odd reordering: the logits must agree to 10⁻⁵ of
-//! their scale (measured: about 2·10⁻⁷). The prompt's token ids must be identical.
+//! their scale (measured: about 2·10⁻⁷). The prompt's token ids must be identical, and the
+//! logits with packed weights (`Model::pack`) identical to the file layout's.
 
 mod common;
 
@@ -59,6 +60,12 @@ fn logits_match_llama_cpp() {
             .map(|v| v.as_f64().unwrap() as f32)
             .collect();
         assert_eq!(got.len(), want.len(), "{ckpt} {ty}: vocabulary size");
+        // The regrouped Q4_0/Q8_0 weights (on CPUs with AVX-512 VNNI) give the same bits.
+        let mut packed = Model::load(&file).unwrap();
+        packed.pack();
+        let again = Session::new(&packed, 64).eval(&tokens).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&again), bits(&got), "{ckpt} {ty}: packed weights");
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
         let worst = got
             .iter()

@@ -1,0 +1,119 @@
+//! Packed Q4_0/Q8_0 rows against the file-layout scalar references, bit for bit: quantized
+//! rows and hand-made blocks with every code byte and extreme scales, one to four activations,
+//! whole matrices and group-aligned slices of them.
+
+use ggufy_gguf::GgmlType;
+use ggufy_quant::dot::{ActQ8_0, ActivationFormat};
+use ggufy_quant::matvec::{Kernel, MAX_TOKENS, q8_0_partner_rows};
+use ggufy_quant::packed::{GROUP, PackedRows};
+use ggufy_quant::{Rounding, quantize_row};
+use proptest::prelude::*;
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+fn value() -> impl Strategy<Value = f32> {
+    prop_oneof![
+        12 => -4.0f32..4.0,
+        1 => Just(0.0f32),
+        1 => (-20i32..20).prop_map(|i| i as f32 * 0.5),
+        1 => prop_oneof![Just(65504.0f32), Just(-65504.0), Just(1e30)],
+        1 => (1u32..0x0080_0000).prop_map(f32::from_bits),
+    ]
+}
+
+/// `rows` rows of `ty`: quantized from values, or arbitrary bytes with an arbitrary finite
+/// f16 scale per block (a file need not come from ggml's quantizer).
+fn weights(ty: GgmlType, rows: usize, cols: usize, w: &[f32], seed: Option<u64>) -> Vec<u8> {
+    let row_bytes = ty.row_bytes(cols as u64).unwrap() as usize;
+    let mut out = vec![0u8; rows * row_bytes];
+    match seed {
+        None => {
+            for (src, dst) in w.chunks_exact(cols).zip(out.chunks_exact_mut(row_bytes)) {
+                quantize_row(ty, src, dst, Rounding::Separate).unwrap();
+            }
+        }
+        Some(seed) => {
+            let mut s = seed | 1;
+            let block = row_bytes / (cols / 32);
+            for blk in out.chunks_exact_mut(block) {
+                for b in blk.iter_mut() {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    *b = s as u8;
+                }
+                let d = half::f16::from_f32((s % 4000) as f32 / 50.0 - 40.0);
+                blk[..2].copy_from_slice(&d.to_le_bytes());
+            }
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn packed_rows_equal_the_reference(
+        (rows, blocks, tokens) in (1usize..40, 1usize..6, 1usize..=MAX_TOKENS),
+        w in prop::collection::vec(value(), 40 * 5 * 32),
+        x in prop::collection::vec(value(), MAX_TOKENS * 5 * 32),
+        seed in prop::option::of(any::<u64>()),
+        start_group in 0usize..4,
+    ) {
+        let cols = blocks * 32;
+        let acts: Vec<Vec<u8>> = x
+            .chunks_exact(cols)
+            .take(tokens)
+            .map(|xt| {
+                let mut a = vec![0u8; blocks * 34];
+                ActQ8_0::quantize_row(xt, &mut a).unwrap();
+                a
+            })
+            .collect();
+        let act_refs: Vec<&[u8]> = acts.iter().map(Vec::as_slice).collect();
+        for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+            let row_bytes = ty.row_bytes(cols as u64).unwrap() as usize;
+            let wq = weights(ty, rows, cols, &w, seed);
+            let p = PackedRows::new(ty, &wq, row_bytes, rows).unwrap();
+            prop_assert_eq!(p.rows(), rows / GROUP * GROUP);
+            prop_assert_eq!(p.len(), p.rows() * row_bytes);
+            for r in 0..p.rows() {
+                prop_assert_eq!(&p.row(r)[..], &wq[r * row_bytes..(r + 1) * row_bytes]);
+            }
+            let first = (start_group * GROUP).min(p.rows());
+            let n = p.rows() - first;
+            for k in Kernel::available() {
+                let mut outs = vec![vec![0f32; n]; tokens];
+                let mut out_refs: Vec<&mut [f32]> =
+                    outs.iter_mut().map(Vec::as_mut_slice).collect();
+                if n > 0 {
+                    prop_assert!(p.rows_dot(first, &act_refs, &mut out_refs, k));
+                }
+                for (a, got) in acts.iter().zip(&outs) {
+                    let mut want = vec![0f32; n];
+                    q8_0_partner_rows(ty, &wq[first * row_bytes..], row_bytes, a, &mut want,
+                        Kernel::Scalar);
+                    prop_assert_eq!(bits(got), bits(&want), "{} {:?}", ty, k);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_calls_are_refused() {
+    let wq = vec![0u8; 16 * 34];
+    let p = PackedRows::new(GgmlType::Q8_0, &wq, 34, 16).unwrap();
+    let act = vec![0u8; 34];
+    let mut out = vec![0f32; 8];
+    // Not a group boundary, past the end, no activation, too short a buffer.
+    assert!(!p.rows_dot(3, &[&act], &mut [&mut out], Kernel::Scalar));
+    assert!(!p.rows_dot(16, &[&act], &mut [&mut out], Kernel::Scalar));
+    assert!(!p.rows_dot(0, &[], &mut [], Kernel::Scalar));
+    assert!(PackedRows::new(GgmlType::Q8_0, &wq[..100], 34, 16).is_none());
+    assert!(PackedRows::new(GgmlType::Q4_1, &wq, 20, 16).is_none());
+    assert!(PackedRows::new(GgmlType::Q8_0, &wq, 33, 16).is_none());
+}
