@@ -631,7 +631,7 @@ mod tests {
 
     #[test]
     fn packed_matrices_give_the_same_bits() {
-        // 300 rows: 37 packed groups and 4 rows left in the file's layout.
+        // 300 rows: 18 packed groups of 16 and 12 rows left in the file's layout.
         let (rows, cols, tokens) = (300, 256, 6);
         let mut state = 7u64;
         let mut next = || {
@@ -650,7 +650,7 @@ mod tests {
             }
             let plain = Matrix::new("w", Storage::Ggml(ty), rows, cols, &data).unwrap();
             let mut packed = plain.clone();
-            assert_eq!(packed.pack_anywhere(), 296 * row_bytes);
+            assert_eq!(packed.pack_anywhere(), 288 * row_bytes);
             assert!(packed.is_packed());
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             for level in [simd::level(), Level::Scalar] {
