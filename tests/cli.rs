@@ -734,8 +734,8 @@ fn greedy_generation_matches_llama_cpp_on_every_fixture_architecture() {
             .unwrap();
     // ggufy follows llama.cpp's arithmetic (activation quantization, block sums, F16 lane orders,
     // flash attention's f16 accumulator), so every generation must agree in full (18 of them,
-    // 32 tokens each), near-ties of these random-weight models included.
-    const MIN_AGREE: usize = 32;
+    // 64 tokens each), near-ties of these random-weight models included.
+    const MIN_AGREE: usize = 64;
     const MIN_FULL: usize = 18;
     let dir = tempfile::tempdir().unwrap();
     let mut failures = Vec::new();
