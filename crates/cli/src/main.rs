@@ -144,10 +144,7 @@ pub(crate) fn pack_weights(
     if keep_layout {
         return;
     }
-    let (_, copied_from) = model.pack();
-    for bytes in copied_from {
-        file.release(bytes);
-    }
+    model.pack(&|bytes| file.release(bytes));
 }
 
 fn main() -> ExitCode {

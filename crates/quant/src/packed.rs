@@ -79,9 +79,9 @@ impl PackedRows {
                     scales[2 * (GROUP * b + r)..][..2].copy_from_slice(&blk[..2]);
                     for (j, quad) in blk[2..].chunks_exact(4).enumerate() {
                         let at = GROUP * code_bytes * b + 64 * j + 4 * r;
-                        for (d, &c) in codes[at..at + 4].iter_mut().zip(quad) {
-                            *d = c ^ flip;
-                        }
+                        let q = u32::from_le_bytes([quad[0], quad[1], quad[2], quad[3]]);
+                        let q = q ^ u32::from_le_bytes([flip; 4]);
+                        codes[at..at + 4].copy_from_slice(&q.to_le_bytes());
                     }
                 }
             }

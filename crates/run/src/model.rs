@@ -526,11 +526,13 @@ impl<'a> Model<'a> {
     }
 
     /// Regroups the Q4_0/Q8_0 matrices for this CPU's decode kernels (see [`Matrix::pack`]),
-    /// in parallel; results do not change. Returns the bytes copied and the file bytes the
-    /// packed rows came from, which the caller may let the OS drop from memory (the embedding
-    /// table, which lookups still read, is not among them). Matrices on a device are skipped.
-    pub fn pack(&mut self) -> (usize, Vec<&'a [u8]>) {
-        let embd = self.embd.data.as_ptr();
+    /// in parallel; results do not change. Returns the bytes copied. `release` is called with
+    /// each packed matrix's file bytes as soon as it is copied, so that the caller can let the OS
+    /// drop them and memory stays near one copy of the weights throughout (the embedding table,
+    /// which lookups still read, is never passed). Matrices on a device are skipped.
+    pub fn pack(&mut self, release: &(dyn Fn(&'a [u8]) + Sync)) -> usize {
+        // An address, to recognise the tied output matrix (a pointer is not `Sync`).
+        let embd = self.embd.data.as_ptr() as usize;
         let device = &self.device.0;
         let mut mats = vec![&mut self.output];
         for l in &mut self.layers {
@@ -538,13 +540,15 @@ impl<'a> Model<'a> {
             mats.extend([&mut l.wk, &mut l.wv, &mut l.gate].into_iter().flatten());
         }
         mats.retain(|m| !device.contains_key(&device_key(m)));
-        let bytes = mats.par_iter_mut().map(|m| m.pack()).sum();
-        let released = mats
-            .iter()
-            .filter(|m| m.is_packed() && m.data.as_ptr() != embd)
-            .map(|m| m.data)
-            .collect();
-        (bytes, released)
+        mats.par_iter_mut()
+            .map(|m| {
+                let n = m.pack();
+                if n > 0 && m.data.as_ptr() as usize != embd {
+                    release(m.data);
+                }
+                n
+            })
+            .sum()
     }
 
     /// `out = X · Wᵀ` on the device holding `w`, or on the CPU.

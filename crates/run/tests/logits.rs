@@ -62,7 +62,7 @@ fn logits_match_llama_cpp() {
         assert_eq!(got.len(), want.len(), "{ckpt} {ty}: vocabulary size");
         // The regrouped Q4_0/Q8_0 weights (on CPUs with AVX-512 VNNI) give the same bits.
         let mut packed = Model::load(&file).unwrap();
-        packed.pack();
+        packed.pack(&|_| {});
         let again = Session::new(&packed, 64).eval(&tokens).unwrap();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&again), bits(&got), "{ckpt} {ty}: packed weights");
