@@ -47,7 +47,7 @@ pub struct PerplexityArgs {
     device: crate::device::Device,
     /// Keep every weight in the file's layout, read in place: no copy and less memory, but
     /// slower decoding on CPUs with AVX-512 VNNI, where Q4_0/Q8_0 matrices are otherwise
-    /// regrouped eight rows at a time at load (results are the same either way).
+    /// regrouped sixteen rows at a time at load (results are the same either way).
     #[arg(long)]
     no_repack: bool,
 }

@@ -1,4 +1,4 @@
-//! Q4_0 and Q8_0 matrices regrouped sixteen rows at a time for the decode loop.
+//! Q4_0, Q8_0 and Q6_K matrices regrouped sixteen rows at a time for the decode loop.
 //!
 //! In a file, a matrix's rows follow each other. A kernel that keeps each row's sum in its own
 //! vector lane (ggml's order: one multiply-add per block and row) then reads sixteen streams a
@@ -12,7 +12,7 @@
 
 use ggufy_gguf::GgmlType;
 
-use crate::dot::{BlockFormat, BlockQ4_0, BlockQ8_0};
+use crate::dot::{BlockFormat, BlockQ4_0, BlockQ6_K, BlockQ8_0};
 use crate::matvec::{Kernel, MAX_TOKENS};
 
 /// Rows per group (one 512-bit register of f32 sums).
@@ -22,8 +22,9 @@ pub const GROUP: usize = 16;
 /// for every block (32 bytes per block, row order), then for every block its codes as 64-byte
 /// lines, line `j` holding bytes `4j..4j + 4` of each row's codes in row order (Q4_0: 4 lines
 /// of raw nibble bytes; Q8_0: 8 lines with the sign bit flipped, i.e. code + 128, the unsigned
-/// operand `vpdpbusd` wants). A group holds exactly the bytes of its rows. Rows past the last
-/// whole group are not here: the caller keeps them in the file's layout.
+/// operand `vpdpbusd` wants). Q6_K groups go superblock by superblock instead (see
+/// [`q6_k_offset`]). A group holds exactly the bytes of its rows. Rows past the last whole
+/// group are not here: the caller keeps them in the file's layout.
 #[derive(Debug)]
 pub struct PackedRows {
     ty: GgmlType,
@@ -33,6 +34,23 @@ pub struct PackedRows {
     /// matrix through 4 KiB pages costs a TLB miss every 4 KiB (decode measured 10–15% faster
     /// with 2 MiB pages). Page-aligned, so every line is a cache line.
     buf: memmap2::MmapMut,
+}
+
+/// Bytes of a Q6_K superblock in the file.
+const Q6_K_BYTES: usize = 210;
+
+/// Where byte `o` of row `r`'s Q6_K superblock goes in the group's packed superblock (16 × 210
+/// bytes): the 16 f16 scales `d` (32 bytes), the 16 sub-block scales as 16 lines of one byte per
+/// row (256), then the low-nibble bytes `ql` and the high-bit bytes `qh` as 64-byte lines of
+/// four bytes per row (2048 and 1024) — four consecutive `ql` or `qh` bytes of a row carry
+/// four consecutive elements of several sub-blocks, which the kernel takes apart with shifts.
+fn q6_k_offset(r: usize, o: usize) -> usize {
+    match o {
+        0..128 => 288 + 64 * (o / 4) + 4 * r + o % 4,
+        128..192 => 2336 + 64 * ((o - 128) / 4) + 4 * r + o % 4,
+        192..208 => 32 + 16 * (o - 192) + r,
+        _ => 2 * r + (o - 208),
+    }
 }
 
 /// Code bytes per block and the XOR that makes them unsigned, by type.
@@ -49,6 +67,9 @@ impl PackedRows {
     /// than Q4_0 and Q8_0, for rows that are not whole blocks, when `w` is too short, or when
     /// the memory cannot be had.
     pub fn new(ty: GgmlType, w: &[u8], row_bytes: usize, rows: usize) -> Option<PackedRows> {
+        if ty == GgmlType::Q6_K {
+            return Self::new_q6_k(w, row_bytes, rows);
+        }
         if !matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0) {
             return None;
         }
@@ -94,6 +115,45 @@ impl PackedRows {
         })
     }
 
+    /// [`PackedRows::new`] for Q6_K.
+    fn new_q6_k(w: &[u8], row_bytes: usize, rows: usize) -> Option<PackedRows> {
+        if row_bytes == 0
+            || !row_bytes.is_multiple_of(Q6_K_BYTES)
+            || w.len() < rows.checked_mul(row_bytes)?
+        {
+            return None;
+        }
+        let blocks = row_bytes / Q6_K_BYTES;
+        let groups = rows / GROUP;
+        let group_bytes = GROUP * row_bytes;
+        let mut buf = memmap2::MmapMut::map_anon((groups * group_bytes).max(1)).ok()?;
+        #[cfg(target_os = "linux")]
+        let _ = buf.advise(memmap2::Advice::HugePage);
+        for (g, dst) in buf[..groups * group_bytes]
+            .chunks_exact_mut(group_bytes)
+            .enumerate()
+        {
+            let src = &w[g * group_bytes..(g + 1) * group_bytes];
+            for r in 0..GROUP {
+                let row = &src[r * row_bytes..(r + 1) * row_bytes];
+                for (blk, out) in row
+                    .chunks_exact(Q6_K_BYTES)
+                    .zip(dst.chunks_exact_mut(GROUP * Q6_K_BYTES))
+                {
+                    for (o, &byte) in blk.iter().enumerate() {
+                        out[q6_k_offset(r, o)] = byte;
+                    }
+                }
+            }
+        }
+        Some(PackedRows {
+            ty: GgmlType::Q6_K,
+            groups,
+            blocks,
+            buf,
+        })
+    }
+
     /// The weight type.
     pub fn ty(&self) -> GgmlType {
         self.ty
@@ -115,7 +175,16 @@ impl PackedRows {
     }
 
     fn block_bytes(&self) -> usize {
-        if self.ty == GgmlType::Q4_0 { 18 } else { 34 }
+        match self.ty {
+            GgmlType::Q4_0 => 18,
+            GgmlType::Q6_K => Q6_K_BYTES,
+            _ => 34,
+        }
+    }
+
+    /// Bytes of one block of the activation format the type pairs with (Q8_0 or Q8_K).
+    fn act_block_bytes(&self) -> usize {
+        if self.ty == GgmlType::Q6_K { 292 } else { 34 }
     }
 
     fn group_bytes(&self) -> usize {
@@ -128,6 +197,20 @@ impl PackedRows {
 
     /// Row `r` in the file's layout (the scalar path, and tests).
     pub fn row(&self, r: usize) -> Vec<u8> {
+        if self.ty == GgmlType::Q6_K {
+            let group = &self.data()[r / GROUP * self.group_bytes()..][..self.group_bytes()];
+            let i = r % GROUP;
+            let mut out = vec![0u8; self.blocks * Q6_K_BYTES];
+            for (blk, packed) in out
+                .chunks_exact_mut(Q6_K_BYTES)
+                .zip(group.chunks_exact(GROUP * Q6_K_BYTES))
+            {
+                for (o, byte) in blk.iter_mut().enumerate() {
+                    *byte = packed[q6_k_offset(i, o)];
+                }
+            }
+            return out;
+        }
         let (code_bytes, flip) = code_layout(self.ty);
         let bb = code_bytes + 2;
         let group = &self.data()[r / GROUP * self.group_bytes()..][..self.group_bytes()];
@@ -146,7 +229,8 @@ impl PackedRows {
         out
     }
 
-    /// `outs[t][i]` = packed row `first + i` · `acts[t]` (Q8_0 activation rows), for up to
+    /// `outs[t][i]` = packed row `first + i` · `acts[t]` (Q8_0 activation rows; Q8_K for
+    /// Q6_K), for up to
     /// [`MAX_TOKENS`] activations; each equals the file-layout kernels' result. False (and
     /// `outs` untouched) when the rows are out of range, `first` is not a group boundary, or
     /// the activations do not fit.
@@ -164,7 +248,9 @@ impl PackedRows {
             || acts.len() > MAX_TOKENS
             || acts.len() != outs.len()
             || outs.iter().any(|o| o.len() != n)
-            || acts.iter().any(|a| a.len() < 34 * self.blocks)
+            || acts
+                .iter()
+                .any(|a| a.len() < self.act_block_bytes() * self.blocks)
         {
             return false;
         }
@@ -180,10 +266,10 @@ impl PackedRows {
                     // functions' target features); `w` holds `whole` groups of `blocks` blocks
                     // and every activation `blocks` blocks (checked above).
                     unsafe {
-                        if self.ty == GgmlType::Q4_0 {
-                            x86::groups::<true, $t>(w, whole, self.blocks, a, o)
-                        } else {
-                            x86::groups::<false, $t>(w, whole, self.blocks, a, o)
+                        match self.ty {
+                            GgmlType::Q4_0 => x86::groups::<true, $t>(w, whole, self.blocks, a, o),
+                            GgmlType::Q6_K => x86::q6_k_groups::<$t>(w, whole, self.blocks, a, o),
+                            _ => x86::groups::<false, $t>(w, whole, self.blocks, a, o),
                         }
                     }
                 }};
@@ -208,10 +294,10 @@ impl PackedRows {
         for i in skip..n {
             let row = self.row(first + i - skip);
             for (a, o) in acts.iter().zip(outs.iter_mut()) {
-                o[i] = if self.ty == GgmlType::Q4_0 {
-                    BlockQ4_0::vec_dot_blocks(&row, a)
-                } else {
-                    BlockQ8_0::vec_dot_blocks(&row, a)
+                o[i] = match self.ty {
+                    GgmlType::Q4_0 => BlockQ4_0::vec_dot_blocks(&row, a),
+                    GgmlType::Q6_K => BlockQ6_K::vec_dot_blocks(&row, a),
+                    _ => BlockQ8_0::vec_dot_blocks(&row, a),
                 };
             }
         }
@@ -318,6 +404,87 @@ mod x86 {
                         let i = _mm512_sub_epi32(isum[t], _mm512_set1_epi32(offsets[t][b]));
                         let d = _mm512_mul_ps(dw, _mm512_set1_ps(scales[t][b]));
                         acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), d, acc[t]);
+                    }
+                }
+            }
+            for t in 0..T {
+                // SAFETY: every `outs[t]` has at least 16g + 16 elements.
+                unsafe { _mm512_storeu_ps(outs[t].as_mut_ptr().add(GROUP * g), acc[t]) };
+            }
+        }
+    }
+    /// Q6_K groups against `T` Q8_K activations. Per superblock and group, for each of the 16
+    /// sub-blocks: the sixteen rows' 6-bit codes rebuilt from their `ql`/`qh` lines (unsigned,
+    /// 0..63), summed against the activation with `vpdpbusd`, corrected by 32·Σy (the codes'
+    /// offset) and multiplied by each row's sub-block scale; then each row's
+    /// `sum += (dw·dy) · isum` — the reference's order, a product then a sum.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA, F16C and AVX-512 F/BW/VL/VNNI; `w` must hold `groups`
+    /// packed Q6_K groups of `blocks` superblocks, every `acts[t]` `blocks` Q8_K blocks, and
+    /// every `outs[t]` at least `16 · groups` elements.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub unsafe fn q6_k_groups<const T: usize>(
+        w: &[u8],
+        groups: usize,
+        blocks: usize,
+        acts: &[&[u8]; T],
+        outs: &mut [&mut [f32]; T],
+    ) {
+        let m4 = _mm512_set1_epi8(0x0F);
+        let m2 = _mm512_set1_epi8(0x03);
+        let block_bytes = GROUP * super::Q6_K_BYTES;
+        for g in 0..groups {
+            let mut acc = [_mm512_setzero_ps(); T];
+            for s in 0..blocks {
+                // SAFETY: superblock s of group g is within `w`, and every activation has
+                // block s (292 bytes: f32 scale, 256 codes, 16 i16 sums); the loads below
+                // stay within them.
+                unsafe {
+                    let base = w.as_ptr().add((g * blocks + s) * block_bytes);
+                    for l in 0..4 {
+                        _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(block_bytes + 64 * l).cast());
+                    }
+                    let mut isum = [_mm512_setzero_si512(); T];
+                    for j in 0..16 {
+                        // Sub-block j: half h, code plane k (which nibble and which qh bits),
+                        // elements 16·(j % 2).. of the 32 a plane holds.
+                        let (h, k, lo) = (j / 8, (j % 8) / 2, 16 * (j % 2));
+                        let sc =
+                            _mm512_cvtepi8_epi32(_mm_loadu_si128(base.add(32 + 16 * j).cast()));
+                        let shift = _mm_cvtsi32_si128(2 * k as i32);
+                        let mut c = [_mm512_setzero_si512(); T];
+                        for q in 0..4 {
+                            let l = lo + 4 * q;
+                            let ql_at = 64 * h + if k % 2 == 1 { l + 32 } else { l };
+                            let qlv = _mm512_loadu_si512(base.add(288 + 16 * ql_at).cast());
+                            let qhv = _mm512_loadu_si512(base.add(2336 + 16 * (32 * h + l)).cast());
+                            let nib = if k >= 2 {
+                                _mm512_and_si512(_mm512_srli_epi16::<4>(qlv), m4)
+                            } else {
+                                _mm512_and_si512(qlv, m4)
+                            };
+                            let high = _mm512_and_si512(_mm512_srl_epi16(qhv, shift), m2);
+                            let code = _mm512_or_si512(nib, _mm512_slli_epi16::<4>(high));
+                            for t in 0..T {
+                                let y = acts[t].as_ptr().add(292 * s + 4 + 16 * j + 4 * q);
+                                let yv = _mm512_set1_epi32(y.cast::<i32>().read_unaligned());
+                                c[t] = _mm512_dpbusd_epi32(c[t], code, yv);
+                            }
+                        }
+                        for t in 0..T {
+                            let bsum = acts[t].as_ptr().add(292 * s + 260 + 2 * j);
+                            let bsum = i32::from(bsum.cast::<i16>().read_unaligned());
+                            let dot = _mm512_sub_epi32(c[t], _mm512_set1_epi32(32 * bsum));
+                            isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(sc, dot));
+                        }
+                    }
+                    let dw = _mm512_cvtph_ps(_mm256_loadu_si256(base.cast()));
+                    for t in 0..T {
+                        let dy = acts[t].as_ptr().add(292 * s).cast::<f32>().read_unaligned();
+                        let d = _mm512_mul_ps(dw, _mm512_set1_ps(dy));
+                        acc[t] =
+                            _mm512_add_ps(acc[t], _mm512_mul_ps(d, _mm512_cvtepi32_ps(isum[t])));
                     }
                 }
             }

@@ -1,10 +1,10 @@
-//! Packed Q4_0/Q8_0 rows against the file-layout scalar references, bit for bit: quantized
+//! Packed Q4_0/Q8_0/Q6_K rows against the file-layout scalar references, bit for bit: quantized
 //! rows and hand-made blocks with every code byte and extreme scales, one to four activations,
 //! whole matrices and group-aligned slices of them.
 
 use ggufy_gguf::GgmlType;
-use ggufy_quant::dot::{ActQ8_0, ActivationFormat};
-use ggufy_quant::matvec::{Kernel, MAX_TOKENS, q8_0_partner_rows};
+use ggufy_quant::dot::{ActQ8_0, ActQ8_K, ActivationFormat};
+use ggufy_quant::matvec::{Kernel, MAX_TOKENS, q6_k_rows, q8_0_partner_rows};
 use ggufy_quant::packed::{GROUP, PackedRows};
 use ggufy_quant::{Rounding, quantize_row};
 use proptest::prelude::*;
@@ -116,4 +116,71 @@ fn bad_calls_are_refused() {
     assert!(PackedRows::new(GgmlType::Q8_0, &wq[..100], 34, 16).is_none());
     assert!(PackedRows::new(GgmlType::Q4_1, &wq, 20, 16).is_none());
     assert!(PackedRows::new(GgmlType::Q8_0, &wq, 33, 16).is_none());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+
+    #[test]
+    fn packed_q6_k_rows_equal_the_reference(
+        (rows, blocks, tokens) in (1usize..40, 1usize..3, 1usize..=MAX_TOKENS),
+        w in prop::collection::vec(value(), 40 * 2 * 256),
+        x in prop::collection::vec(value(), MAX_TOKENS * 2 * 256),
+        seed in prop::option::of(any::<u64>()),
+        start_group in 0usize..3,
+    ) {
+        let cols = blocks * 256;
+        let row_bytes = blocks * 210;
+        let mut wq = vec![0u8; rows * row_bytes];
+        match seed {
+            None => {
+                for (src, dst) in w.chunks_exact(cols).zip(wq.chunks_exact_mut(row_bytes)) {
+                    quantize_row(GgmlType::Q6_K, src, dst, Rounding::Separate).unwrap();
+                }
+            }
+            // Every byte arbitrary (sub-block scales of -128 included), a finite f16 scale.
+            Some(seed) => {
+                let mut s = seed | 1;
+                for blk in wq.chunks_exact_mut(210) {
+                    for b in blk.iter_mut() {
+                        s ^= s << 13;
+                        s ^= s >> 7;
+                        s ^= s << 17;
+                        *b = s as u8;
+                    }
+                    let d = half::f16::from_f32((s % 4000) as f32 / 50.0 - 40.0);
+                    blk[208..].copy_from_slice(&d.to_le_bytes());
+                }
+            }
+        }
+        let acts: Vec<Vec<u8>> = x
+            .chunks_exact(cols)
+            .take(tokens)
+            .map(|xt| {
+                let mut a = vec![0u8; blocks * 292];
+                ActQ8_K::quantize_row(xt, &mut a).unwrap();
+                a
+            })
+            .collect();
+        let act_refs: Vec<&[u8]> = acts.iter().map(Vec::as_slice).collect();
+        let p = PackedRows::new(GgmlType::Q6_K, &wq, row_bytes, rows).unwrap();
+        prop_assert_eq!(p.rows(), rows / GROUP * GROUP);
+        for r in 0..p.rows() {
+            prop_assert_eq!(&p.row(r)[..], &wq[r * row_bytes..(r + 1) * row_bytes]);
+        }
+        let first = (start_group * GROUP).min(p.rows());
+        let n = p.rows() - first;
+        for k in Kernel::available() {
+            let mut outs = vec![vec![0f32; n]; tokens];
+            let mut out_refs: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
+            if n > 0 {
+                prop_assert!(p.rows_dot(first, &act_refs, &mut out_refs, k));
+            }
+            for (a, got) in acts.iter().zip(&outs) {
+                let mut want = vec![0f32; n];
+                q6_k_rows(&wq[first * row_bytes..], row_bytes, a, &mut want, Kernel::Scalar);
+                prop_assert_eq!(bits(got), bits(&want), "Q6_K {:?}", k);
+            }
+        }
+    }
 }

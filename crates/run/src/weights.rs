@@ -165,11 +165,11 @@ impl<'a> Matrix<'a> {
             && Kernel::best(simd::level()) == Kernel::Avx512Vnni
     }
 
-    /// Copies the rows into the layout the decode kernels stream fastest (eight rows
+    /// Copies the rows into the layout the decode kernels stream fastest (sixteen rows
     /// interleaved block by block; see `ggufy_quant::packed`), which then serves every
     /// product; results do not change. Returns the bytes copied (0 when not
     /// [`Matrix::packable`]). The file's bytes stay in use for the last rows of a matrix whose
-    /// row count is not a multiple of eight, and for embedding lookups.
+    /// row count is not a multiple of sixteen, and for embedding lookups.
     pub fn pack(&mut self) -> usize {
         if !self.packable() {
             return 0;
@@ -300,7 +300,9 @@ impl<'a> Matrix<'a> {
         scratch: &mut Vec<f32>,
         level: Level,
     ) {
-        if let (Some((p, n)), Activation::Q8_0(a)) = (self.packed_prefix(first, out.len()), act) {
+        if let (Some((p, n)), Activation::Q8_0(a) | Activation::Q8K(a)) =
+            (self.packed_prefix(first, out.len()), act)
+        {
             let (head, tail) = out.split_at_mut(n);
             if p.rows_dot(first, &[a], &mut [head], Kernel::best(level)) {
                 if !tail.is_empty() {
@@ -362,7 +364,7 @@ impl<'a> Matrix<'a> {
             let a: Option<Vec<&[u8]>> = acts
                 .iter()
                 .map(|a| match a {
-                    Activation::Q8_0(v) => Some(v.as_slice()),
+                    Activation::Q8_0(v) | Activation::Q8K(v) => Some(v.as_slice()),
                     _ => None,
                 })
                 .collect();
@@ -642,7 +644,7 @@ mod tests {
         };
         let x: Vec<f32> = (0..tokens * cols).map(|_| next()).collect();
         let w32: Vec<f32> = (0..rows * cols).map(|_| next()).collect();
-        for ty in [GgmlType::Q8_0, GgmlType::Q4_0] {
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q6_K] {
             let row_bytes = ty.row_bytes(cols as u64).unwrap() as usize;
             let mut data = vec![0u8; rows * row_bytes];
             for (src, dst) in w32.chunks_exact(cols).zip(data.chunks_exact_mut(row_bytes)) {
