@@ -70,6 +70,9 @@ impl PackedRows {
         if ty == GgmlType::Q6_K {
             return Self::new_q6_k(w, row_bytes, rows);
         }
+        if ty == GgmlType::F16 {
+            return Self::copy_f16(w, row_bytes, rows);
+        }
         if !matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0) {
             return None;
         }
@@ -113,6 +116,32 @@ impl PackedRows {
             blocks,
             buf,
         })
+    }
+
+    /// [`PackedRows::new`] for F16: the rows as they are (row by row is the order ggml's F16
+    /// dot wants), only moved into huge pages — measured 19 → 23 GB/s for the F16 kernel
+    /// against the file's mapping. All rows are kept, so [`PackedRows::rows`] is `rows`.
+    fn copy_f16(w: &[u8], row_bytes: usize, rows: usize) -> Option<PackedRows> {
+        let len = rows.checked_mul(row_bytes)?;
+        if row_bytes == 0 || !row_bytes.is_multiple_of(2) || w.len() < len {
+            return None;
+        }
+        let mut buf = memmap2::MmapMut::map_anon(len.max(1)).ok()?;
+        #[cfg(target_os = "linux")]
+        let _ = buf.advise(memmap2::Advice::HugePage);
+        buf[..len].copy_from_slice(&w[..len]);
+        Some(PackedRows {
+            ty: GgmlType::F16,
+            groups: rows,
+            blocks: row_bytes / 2,
+            buf,
+        })
+    }
+
+    /// The rows in the file's own layout, for types copied as they are (F16); `None` for the
+    /// regrouped types.
+    pub fn plain(&self) -> Option<&[u8]> {
+        (self.ty == GgmlType::F16).then(|| self.data())
     }
 
     /// [`PackedRows::new`] for Q6_K.
@@ -159,9 +188,13 @@ impl PackedRows {
         self.ty
     }
 
-    /// How many rows are packed (a multiple of [`GROUP`]).
+    /// How many rows are packed (a multiple of [`GROUP`], except for F16, which keeps all).
     pub fn rows(&self) -> usize {
-        self.groups * GROUP
+        if self.ty == GgmlType::F16 {
+            self.groups
+        } else {
+            self.groups * GROUP
+        }
     }
 
     /// Bytes held (the packed rows' size in the file).
@@ -188,6 +221,10 @@ impl PackedRows {
     }
 
     fn group_bytes(&self) -> usize {
+        if self.ty == GgmlType::F16 {
+            // One "group" per row, `blocks` f16 values each.
+            return 2 * self.blocks;
+        }
         GROUP * self.blocks * self.block_bytes()
     }
 
@@ -197,6 +234,9 @@ impl PackedRows {
 
     /// Row `r` in the file's layout (the scalar path, and tests).
     pub fn row(&self, r: usize) -> Vec<u8> {
+        if self.ty == GgmlType::F16 {
+            return self.data()[r * 2 * self.blocks..(r + 1) * 2 * self.blocks].to_vec();
+        }
         if self.ty == GgmlType::Q6_K {
             let group = &self.data()[r / GROUP * self.group_bytes()..][..self.group_bytes()];
             let i = r % GROUP;
@@ -242,7 +282,8 @@ impl PackedRows {
         kernel: Kernel,
     ) -> bool {
         let n = outs.first().map_or(0, |o| o.len());
-        if !first.is_multiple_of(GROUP)
+        if self.ty == GgmlType::F16
+            || !first.is_multiple_of(GROUP)
             || first + n > self.rows()
             || acts.is_empty()
             || acts.len() > MAX_TOKENS

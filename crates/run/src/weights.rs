@@ -157,11 +157,14 @@ impl<'a> Matrix<'a> {
         })
     }
 
-    /// Whether [`Matrix::pack`] would regroup this matrix on this CPU: Q4_0 and Q8_0 where the
-    /// AVX-512 VNNI kernels run (elsewhere the file layout is what the kernels read best).
+    /// Whether [`Matrix::pack`] would regroup this matrix on this CPU: Q4_0, Q8_0 and Q6_K
+    /// where the AVX-512 VNNI kernels run (elsewhere the file layout is what the kernels read
+    /// best), and F16 there too (copied as it is, into huge pages).
     pub fn packable(&self) -> bool {
-        matches!(self.storage, Storage::Ggml(GgmlType::Q4_0 | GgmlType::Q8_0))
-            && self.rows >= ggufy_quant::packed::GROUP
+        matches!(
+            self.storage,
+            Storage::Ggml(GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q6_K | GgmlType::F16)
+        ) && self.rows >= ggufy_quant::packed::GROUP
             && Kernel::best(simd::level()) == Kernel::Avx512Vnni
     }
 
@@ -244,7 +247,7 @@ impl<'a> Matrix<'a> {
     #[inline(always)]
     fn row_dot(&self, r: usize, act: &Activation, scratch: &mut Vec<f32>) -> f32 {
         let rb = self.row_bytes();
-        let w = &self.data[r * rb..(r + 1) * rb];
+        let w = &self.bytes()[r * rb..(r + 1) * rb];
         match (self.storage, act) {
             (Storage::Ggml(GgmlType::F16), Activation::F16(x)) => ggufy_quant::dot::dot_f16(w, x),
             (Storage::Ggml(GgmlType::BF16), Activation::Bf16(x)) => {
@@ -279,6 +282,15 @@ impl<'a> Matrix<'a> {
             // `prepare` picks the activation from the storage, so no other pairing occurs.
             _ => 0.0,
         }
+    }
+
+    /// The row-major bytes products read: the copy in huge pages for F16 ([`Matrix::pack`]),
+    /// otherwise the file's.
+    fn bytes(&self) -> &[u8] {
+        self.packed
+            .as_deref()
+            .and_then(PackedRows::plain)
+            .unwrap_or(self.data)
     }
 
     /// How many of rows `first..first + len` the packed copy serves (a prefix of them).
@@ -325,7 +337,7 @@ impl<'a> Matrix<'a> {
         level: Level,
     ) {
         let rb = self.row_bytes();
-        let w = &self.data[first * rb..];
+        let w = &self.bytes()[first * rb..];
         let kernel = Kernel::best(level);
         match (self.storage, act) {
             (Storage::Ggml(ty @ (GgmlType::Q4_0 | GgmlType::Q8_0)), Activation::Q8_0(a))
@@ -383,7 +395,7 @@ impl<'a> Matrix<'a> {
             }
         }
         let rb = self.row_bytes();
-        let w = &self.data[first * rb..];
+        let w = &self.bytes()[first * rb..];
         let kernel = Kernel::best(level);
         let mut outs: Vec<&mut [f32]> = out.chunks_exact_mut(len).collect();
         match self.storage {
@@ -644,7 +656,12 @@ mod tests {
         };
         let x: Vec<f32> = (0..tokens * cols).map(|_| next()).collect();
         let w32: Vec<f32> = (0..rows * cols).map(|_| next()).collect();
-        for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q6_K] {
+        for ty in [
+            GgmlType::Q8_0,
+            GgmlType::Q4_0,
+            GgmlType::Q6_K,
+            GgmlType::F16,
+        ] {
             let row_bytes = ty.row_bytes(cols as u64).unwrap() as usize;
             let mut data = vec![0u8; rows * row_bytes];
             for (src, dst) in w32.chunks_exact(cols).zip(data.chunks_exact_mut(row_bytes)) {
@@ -652,7 +669,9 @@ mod tests {
             }
             let plain = Matrix::new("w", Storage::Ggml(ty), rows, cols, &data).unwrap();
             let mut packed = plain.clone();
-            assert_eq!(packed.pack_anywhere(), 288 * row_bytes);
+            // F16 is copied whole; the others keep the last 12 rows in the file's layout.
+            let copied = if ty == GgmlType::F16 { rows } else { 288 };
+            assert_eq!(packed.pack_anywhere(), copied * row_bytes);
             assert!(packed.is_packed());
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             for level in [simd::level(), Level::Scalar] {
