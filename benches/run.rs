@@ -30,9 +30,17 @@ fn convert(src: &Path, outtype: &str, dir: &Path) -> PathBuf {
     out
 }
 
-fn bench_model(c: &mut Criterion, label: &str, path: &Path) {
+/// `packed`: with `Model::pack` (what `ggufy run` does by default on AVX-512 VNNI CPUs), or
+/// reading the file's layout in place (`--no-repack`).
+fn bench_model(c: &mut Criterion, label: &str, path: &Path, packed: bool) {
     let file = Gguf::open(path).unwrap();
-    let model = Model::load(&file).unwrap();
+    let mut model = Model::load(&file).unwrap();
+    let label = if packed {
+        let copied = model.pack(&|_| {});
+        format!("{label}/packed-{}MB", copied / 1_000_000)
+    } else {
+        format!("{label}/in-place")
+    };
     let bytes = model.weight_bytes();
     let prompt: Vec<u32> = (0..32u32).map(|i| 1 + (i * 7) % 200).collect();
     let mut g = c.benchmark_group(format!("run/{label}"));
@@ -100,14 +108,18 @@ fn bench(c: &mut Criterion) {
     let llama = root.join("fixtures/hf/tiny-llama");
     for t in ["f16", "q8_0", "q4_0"] {
         let p = convert(&llama, t, tmp.path());
-        bench_model(c, &format!("tiny-llama/{t}"), &p);
+        for packed in [false, true] {
+            bench_model(c, &format!("tiny-llama/{t}"), &p, packed);
+        }
     }
     let nf4 = convert(&root.join("fixtures/hf/tiny-llama-nf4"), "nf4", tmp.path());
-    bench_model(c, "tiny-llama/nf4", &nf4);
+    bench_model(c, "tiny-llama/nf4", &nf4, false);
     if let Some(p) = std::env::var_os("GGUFY_BENCH_MODEL") {
         let p = PathBuf::from(p);
         let label = p.file_stem().unwrap().to_string_lossy().into_owned();
-        bench_model(c, &label, &p);
+        for packed in [false, true] {
+            bench_model(c, &label, &p, packed);
+        }
     }
 }
 
