@@ -1,7 +1,7 @@
 //! Many weight rows against one activation row (and batches of them): the runner's inner loop.
-//! x86-64 kernels (AVX2, AVX-512 VNNI) cover Q4_0, Q8_0, Q4_K, Q6_K and F16, AArch64 NEON ones
-//! Q4_0 and Q8_0; every kernel gives exactly the scalar references' results ([`crate::dot`]),
-//! which tests check on random and edge rows.
+//! x86-64 kernels (AVX2, AVX-512 VNNI) cover Q4_0, Q8_0, Q4_K, Q5_K, Q6_K and F16, AArch64
+//! NEON ones Q4_0, Q8_0, Q4_K and Q6_K; every kernel gives exactly the scalar references'
+//! results ([`crate::dot`]), which tests check on random and edge rows.
 
 use ggufy_gguf::GgmlType;
 
@@ -18,7 +18,7 @@ pub enum Kernel {
     Avx2,
     /// x86-64 AVX-512 with VNNI (plus AVX2, FMA and F16C).
     Avx512Vnni,
-    /// AArch64 NEON (Q4_0 and Q8_0; other formats use the references there).
+    /// AArch64 NEON (Q4_0, Q8_0, Q4_K and Q6_K; other formats use the references there).
     Neon,
 }
 
@@ -227,6 +227,14 @@ pub fn q6_k_rows(w: &[u8], row_bytes: usize, act: &[u8], out: &mut [f32], kernel
         }
         return;
     }
+    #[cfg(target_arch = "aarch64")]
+    if kernel == Kernel::Neon {
+        for (o, r) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
+            // SAFETY: `Kernel::Neon` runs only where NEON is present (`usable`).
+            *o = unsafe { arm::dot_q6_k(r, act) };
+        }
+        return;
+    }
     let _ = kernel;
     for (o, r) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
         *o = BlockQ6_K::vec_dot_blocks(r, act);
@@ -298,6 +306,14 @@ pub fn q4_k_rows(w: &[u8], row_bytes: usize, act: &[u8], out: &mut [f32], kernel
         for (o, r) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
             // SAFETY: both vector kernels are chosen only on CPUs with AVX2, FMA and F16C.
             *o = unsafe { x86::dot_q4_k(r, act) };
+        }
+        return;
+    }
+    #[cfg(target_arch = "aarch64")]
+    if kernel == Kernel::Neon {
+        for (o, r) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
+            // SAFETY: `Kernel::Neon` runs only where NEON is present (`usable`).
+            *o = unsafe { arm::dot_q4_k(r, act) };
         }
         return;
     }
@@ -394,6 +410,102 @@ mod arm {
             let hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8::<4>(raw)), eight);
             let isum = vaddvq_s32(dot16(dot16(vdupq_n_s32(0), lo, y0), hi, y1));
             sum = (isum as f32).mul_add(half_at(x, 0) * half_at(y, 0), sum);
+        }
+        sum
+    }
+    /// [`crate::dot::BlockQ6_K`]'s dot with NEON: the exact integer superblock sum (codes
+    /// rebuilt from `ql`/`qh` sixteen at a time, one exact dot per sub-block times its scale),
+    /// then the reference's `sum += d · isum`.
+    ///
+    /// # Safety
+    /// The CPU must have NEON; `w` holds whole 210-byte blocks and `a` as many 292-byte ones.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot_q6_k(w: &[u8], a: &[u8]) -> f32 {
+        let (m4, m2, off) = (vdupq_n_u8(0x0F), vdupq_n_u8(3), vdupq_n_s8(32));
+        let mut sum = 0f32;
+        for (x, y) in w.chunks_exact(210).zip(a.chunks_exact(292)) {
+            let mut isum = 0i32;
+            for half in 0..2 {
+                for l in [0, 16] {
+                    // SAFETY: `ql` bytes 64·half + l (+32) and `qh` bytes 128 + 32·half + l,
+                    // sixteen each, are within the 210-byte block.
+                    let (qa, qb, h) = unsafe {
+                        (
+                            vld1q_u8(x.as_ptr().add(64 * half + l)),
+                            vld1q_u8(x.as_ptr().add(64 * half + l + 32)),
+                            vld1q_u8(x.as_ptr().add(128 + 32 * half + l)),
+                        )
+                    };
+                    // Elements l.., l + 32.., l + 64.., l + 96.. of this half.
+                    let codes = [
+                        vorrq_u8(vandq_u8(qa, m4), vshlq_n_u8::<4>(vandq_u8(h, m2))),
+                        vorrq_u8(
+                            vandq_u8(qb, m4),
+                            vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<2>(h), m2)),
+                        ),
+                        vorrq_u8(
+                            vshrq_n_u8::<4>(qa),
+                            vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<4>(h), m2)),
+                        ),
+                        vorrq_u8(vshrq_n_u8::<4>(qb), vshlq_n_u8::<4>(vshrq_n_u8::<6>(h))),
+                    ];
+                    for (k, code) in codes.into_iter().enumerate() {
+                        let e = 128 * half + 32 * k + l;
+                        let q = vsubq_s8(vreinterpretq_s8_u8(code), off);
+                        // SAFETY: activation codes e..e + 16 are within the 256 from byte 4.
+                        let yv = unsafe { vld1q_s8(y.as_ptr().add(4 + e).cast()) };
+                        let dot = vaddvq_s32(dot16(vdupq_n_s32(0), q, yv));
+                        isum += i32::from(x[192 + e / 16] as i8) * dot;
+                    }
+                }
+            }
+            let d = half_at(x, 208) * f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+            sum += d * isum as f32;
+        }
+        sum
+    }
+
+    /// [`crate::dot::BlockQ4_K`]'s dot with NEON: the exact sums Σ scale·q·y (NEON) and
+    /// Σ min·bsum, then the reference's two float steps per block.
+    ///
+    /// # Safety
+    /// The CPU must have NEON; `w` holds whole 144-byte blocks and `a` as many 292-byte ones.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot_q4_k(w: &[u8], a: &[u8]) -> f32 {
+        let m4 = vdupq_n_u8(0x0F);
+        let mut sum = 0f32;
+        for (x, y) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
+            let scales = &x[4..16];
+            let (mut isum, mut msum) = (0i32, 0i32);
+            let bs = |k: usize| i32::from(i16::from_le_bytes([y[260 + 2 * k], y[261 + 2 * k]]));
+            for c in 0..4 {
+                let (sc1, m1) = crate::kquants::scale_min_k4(2 * c, scales);
+                let (sc2, m2) = crate::kquants::scale_min_k4(2 * c + 1, scales);
+                // SAFETY: codes 16 + 32c.. (32 bytes) are within the block, activation codes
+                // 4 + 64c.. (64 bytes) within the 292.
+                let (q0, q1, y0, y1, y2, y3) = unsafe {
+                    let (q, yy) = (x.as_ptr().add(16 + 32 * c), y.as_ptr().add(4 + 64 * c));
+                    (
+                        vld1q_u8(q),
+                        vld1q_u8(q.add(16)),
+                        vld1q_s8(yy.cast()),
+                        vld1q_s8(yy.add(16).cast()),
+                        vld1q_s8(yy.add(32).cast()),
+                        vld1q_s8(yy.add(48).cast()),
+                    )
+                };
+                let lo = |v| vreinterpretq_s8_u8(vandq_u8(v, m4));
+                let hi = |v| vreinterpretq_s8_u8(vshrq_n_u8::<4>(v));
+                let zero = vdupq_n_s32(0);
+                let d1 = vaddvq_s32(dot16(dot16(zero, lo(q0), y0), lo(q1), y1));
+                let d2 = vaddvq_s32(dot16(dot16(zero, hi(q0), y2), hi(q1), y3));
+                isum += i32::from(sc1) * d1 + i32::from(sc2) * d2;
+                msum += i32::from(m1) * (bs(4 * c) + bs(4 * c + 1))
+                    + i32::from(m2) * (bs(4 * c + 2) + bs(4 * c + 3));
+            }
+            let dy = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+            sum += half_at(x, 0) * dy * isum as f32;
+            sum -= half_at(x, 2) * dy * msum as f32;
         }
         sum
     }

@@ -217,6 +217,19 @@ impl<'a> Matrix<'a> {
         }
     }
 
+    /// Which [`Activation`] [`Matrix::prepare`] makes for this storage: matrices with the same
+    /// kind can share one.
+    fn activation_kind(&self) -> u8 {
+        match self.storage {
+            Storage::Ggml(GgmlType::F16) => 0,
+            Storage::Ggml(GgmlType::BF16) => 1,
+            Storage::Ggml(GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0) => 2,
+            Storage::Ggml(GgmlType::Q4_1 | GgmlType::Q5_1) => 3,
+            Storage::Ggml(GgmlType::Q6_K | GgmlType::Q4_K | GgmlType::Q5_K) => 4,
+            _ => 5,
+        }
+    }
+
     pub(crate) fn prepare(&self, x: &[f32]) -> Activation {
         let quant = |act: fn(&[f32], &mut [u8]) -> Result<(), ggufy_quant::QuantError>,
                      ty: GgmlType| {
@@ -527,7 +540,20 @@ impl<'a> Matrix<'a> {
     /// Each result equals [`Matrix::matvec`]'s.
     pub fn matvec_shared(mats: &[&Matrix<'_>], x: &[f32], outs: &mut [&mut [f32]]) {
         let level = simd::level();
-        let acts: Vec<Activation> = mats.iter().map(|m| m.prepare(x)).collect();
+        // One conversion per activation format, shared by the matrices that read it (q, k and
+        // v of one type quantize x once, not three times).
+        let mut acts: Vec<Activation> = Vec::new();
+        let mut act_of = Vec::with_capacity(mats.len());
+        for (i, m) in mats.iter().enumerate() {
+            let kind = m.activation_kind();
+            match mats[..i].iter().position(|o| o.activation_kind() == kind) {
+                Some(j) => act_of.push(act_of[j]),
+                None => {
+                    act_of.push(acts.len());
+                    acts.push(m.prepare(x));
+                }
+            }
+        }
         let mut tasks: Vec<(usize, usize, &mut [f32])> = outs
             .iter_mut()
             .enumerate()
@@ -540,7 +566,7 @@ impl<'a> Matrix<'a> {
         tasks
             .par_iter_mut()
             .for_each_init(Vec::new, |scratch, (i, first, chunk)| {
-                mats[*i].rows_dispatch(*first, &acts[*i], chunk, scratch, level);
+                mats[*i].rows_dispatch(*first, &acts[act_of[*i]], chunk, scratch, level);
             });
     }
 
@@ -688,6 +714,54 @@ mod tests {
             let [o1, o2] = &mut outs;
             Matrix::matvec_shared(&[&packed, &plain], &x[..cols], &mut [o1, o2]);
             assert_eq!(bits(&outs[0]), bits(&outs[1]), "{ty} shared");
+        }
+    }
+
+    #[test]
+    fn shared_matvec_of_mixed_types_equals_each_matvec() {
+        // The activation is converted once per format and shared; every result must still be
+        // what the matrix's own matvec gives.
+        let (rows, cols) = (40, 256);
+        let x: Vec<f32> = (0..cols)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        let w32: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 30.0)
+            .collect();
+        let types = [
+            GgmlType::Q4_0,
+            GgmlType::F16,
+            GgmlType::Q8_0,
+            GgmlType::Q6_K,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+        ];
+        let data: Vec<Vec<u8>> = types
+            .iter()
+            .map(|&ty| {
+                let rb = ty.row_bytes(cols as u64).unwrap() as usize;
+                let mut d = vec![0u8; rows * rb];
+                for (src, dst) in w32.chunks_exact(cols).zip(d.chunks_exact_mut(rb)) {
+                    ggufy_quant::quantize_row(ty, src, dst, ggufy_quant::Rounding::Separate)
+                        .unwrap();
+                }
+                d
+            })
+            .collect();
+        let mats: Vec<Matrix<'_>> = types
+            .iter()
+            .zip(&data)
+            .map(|(&ty, d)| Matrix::new("w", Storage::Ggml(ty), rows, cols, d).unwrap())
+            .collect();
+        let refs: Vec<&Matrix<'_>> = mats.iter().collect();
+        let mut outs = vec![vec![0f32; rows]; mats.len()];
+        let mut out_refs: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
+        Matrix::matvec_shared(&refs, &x, &mut out_refs);
+        for (m, got) in mats.iter().zip(&outs) {
+            let mut want = vec![0f32; rows];
+            m.matvec(&x, &mut want);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(got), bits(&want), "{:?}", m.storage);
         }
     }
 
