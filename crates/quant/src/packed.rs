@@ -8,7 +8,8 @@
 //! rows), with the sixteen scales in one line: a block of 16 rows is a few loads and
 //! multiply-adds, no shuffles, and memory is read front to back. Results are bit-identical to
 //! the row-major kernels (the same exact integer block sums, the same per-row multiply-add
-//! chain); tests check them against the scalar references.
+//! chain); tests check them against the scalar references. F16 rows are only copied, as they
+//! are: what they gain is the huge pages every packed copy lives in.
 
 use ggufy_gguf::GgmlType;
 
@@ -18,13 +19,14 @@ use crate::matvec::{Kernel, MAX_TOKENS};
 /// Rows per group (one 512-bit register of f32 sums).
 pub const GROUP: usize = 16;
 
-/// The whole groups of a Q4_0 or Q8_0 matrix, each laid out as: the sixteen rows' f16 scales
+/// A weight matrix copied for the decode kernels. Q4_0 and Q8_0: its whole groups of 16 rows,
+/// each laid out as: the sixteen rows' f16 scales
 /// for every block (32 bytes per block, row order), then for every block its codes as 64-byte
 /// lines, line `j` holding bytes `4j..4j + 4` of each row's codes in row order (Q4_0: 4 lines
 /// of raw nibble bytes; Q8_0: 8 lines with the sign bit flipped, i.e. code + 128, the unsigned
 /// operand `vpdpbusd` wants). Q6_K groups go superblock by superblock instead (see
-/// [`q6_k_offset`]). A group holds exactly the bytes of its rows. Rows past the last whole
-/// group are not here: the caller keeps them in the file's layout.
+/// [`q6_k_offset`]); F16 keeps every row as it is. A group holds exactly the bytes of its rows.
+/// Rows past the last whole group are not here: the caller keeps them in the file's layout.
 #[derive(Debug)]
 pub struct PackedRows {
     ty: GgmlType,
@@ -34,6 +36,15 @@ pub struct PackedRows {
     /// matrix through 4 KiB pages costs a TLB miss every 4 KiB (decode measured 10–15% faster
     /// with 2 MiB pages). Page-aligned, so every line is a cache line.
     buf: memmap2::MmapMut,
+}
+
+/// `len` bytes of zeroed anonymous memory that asks for huge pages (Linux).
+fn huge_pages(len: usize) -> Option<memmap2::MmapMut> {
+    // An empty map is an error on some systems; keep one byte.
+    let buf = memmap2::MmapMut::map_anon(len.max(1)).ok()?;
+    #[cfg(target_os = "linux")]
+    let _ = buf.advise(memmap2::Advice::HugePage);
+    Some(buf)
 }
 
 /// Bytes of a Q6_K superblock in the file.
@@ -63,9 +74,9 @@ fn code_layout(ty: GgmlType) -> (usize, u8) {
 }
 
 impl PackedRows {
-    /// Packs the whole groups of `rows` rows of `row_bytes` in `w`; `None` for types other
-    /// than Q4_0 and Q8_0, for rows that are not whole blocks, when `w` is too short, or when
-    /// the memory cannot be had.
+    /// Packs the whole groups of `rows` rows of `row_bytes` in `w` (all rows for F16); `None`
+    /// for types other than Q4_0, Q8_0, Q6_K and F16, for rows that are not whole blocks, when
+    /// `w` is too short, or when the memory cannot be had.
     pub fn new(ty: GgmlType, w: &[u8], row_bytes: usize, rows: usize) -> Option<PackedRows> {
         if ty == GgmlType::Q6_K {
             return Self::new_q6_k(w, row_bytes, rows);
@@ -87,10 +98,7 @@ impl PackedRows {
         let blocks = row_bytes / block_bytes;
         let groups = rows / GROUP;
         let group_bytes = GROUP * row_bytes;
-        // An empty map is an error on some systems; keep one byte.
-        let mut buf = memmap2::MmapMut::map_anon((groups * group_bytes).max(1)).ok()?;
-        #[cfg(target_os = "linux")]
-        let _ = buf.advise(memmap2::Advice::HugePage);
+        let mut buf = huge_pages(groups * group_bytes)?;
         for (g, dst) in buf[..groups * group_bytes]
             .chunks_exact_mut(group_bytes)
             .enumerate()
@@ -126,9 +134,7 @@ impl PackedRows {
         if row_bytes == 0 || !row_bytes.is_multiple_of(2) || w.len() < len {
             return None;
         }
-        let mut buf = memmap2::MmapMut::map_anon(len.max(1)).ok()?;
-        #[cfg(target_os = "linux")]
-        let _ = buf.advise(memmap2::Advice::HugePage);
+        let mut buf = huge_pages(len)?;
         buf[..len].copy_from_slice(&w[..len]);
         Some(PackedRows {
             ty: GgmlType::F16,
@@ -155,9 +161,7 @@ impl PackedRows {
         let blocks = row_bytes / Q6_K_BYTES;
         let groups = rows / GROUP;
         let group_bytes = GROUP * row_bytes;
-        let mut buf = memmap2::MmapMut::map_anon((groups * group_bytes).max(1)).ok()?;
-        #[cfg(target_os = "linux")]
-        let _ = buf.advise(memmap2::Advice::HugePage);
+        let mut buf = huge_pages(groups * group_bytes)?;
         for (g, dst) in buf[..groups * group_bytes]
             .chunks_exact_mut(group_bytes)
             .enumerate()
@@ -270,10 +274,10 @@ impl PackedRows {
     }
 
     /// `outs[t][i]` = packed row `first + i` · `acts[t]` (Q8_0 activation rows; Q8_K for
-    /// Q6_K), for up to
-    /// [`MAX_TOKENS`] activations; each equals the file-layout kernels' result. False (and
-    /// `outs` untouched) when the rows are out of range, `first` is not a group boundary, or
-    /// the activations do not fit.
+    /// Q6_K), for up to [`MAX_TOKENS`] activations; each equals the file-layout kernels'
+    /// result. False (and `outs` untouched) for F16 (whose rows [`PackedRows::plain`] gives to
+    /// the ordinary kernels), when the rows are out of range, `first` is not a group boundary,
+    /// or the activations do not fit.
     pub fn rows_dot(
         &self,
         first: usize,

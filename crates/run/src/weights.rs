@@ -169,8 +169,8 @@ impl<'a> Matrix<'a> {
     }
 
     /// Copies the rows into the layout the decode kernels stream fastest (sixteen rows
-    /// interleaved block by block; see `ggufy_quant::packed`), which then serves every
-    /// product; results do not change. Returns the bytes copied (0 when not
+    /// interleaved block by block; F16 as it is; all in huge pages; see
+    /// `ggufy_quant::packed`), which then serves every product; results do not change. Returns the bytes copied (0 when not
     /// [`Matrix::packable`]). The file's bytes stay in use for the last rows of a matrix whose
     /// row count is not a multiple of sixteen, and for embedding lookups.
     pub fn pack(&mut self) -> usize {
