@@ -88,14 +88,42 @@ impl PackedRows {
             return None;
         }
         let (code_bytes, flip) = code_layout(ty);
-        let block_bytes = code_bytes + 2;
+        let flip = u32::from_le_bytes([flip; 4]);
+        Self::regroup(
+            ty,
+            w,
+            row_bytes,
+            rows,
+            code_bytes + 2,
+            |group, r, b, blk| {
+                let blocks = row_bytes / (code_bytes + 2);
+                let (scales, codes) = group.split_at_mut(2 * GROUP * blocks);
+                scales[2 * (GROUP * b + r)..][..2].copy_from_slice(&blk[..2]);
+                for (j, quad) in blk[2..].chunks_exact(4).enumerate() {
+                    let at = GROUP * code_bytes * b + 64 * j + 4 * r;
+                    let q = u32::from_le_bytes([quad[0], quad[1], quad[2], quad[3]]) ^ flip;
+                    codes[at..at + 4].copy_from_slice(&q.to_le_bytes());
+                }
+            },
+        )
+    }
+
+    /// The whole groups of `rows` rows of `row_bytes` (blocks of `block_bytes`) from `w`, each
+    /// block of each row placed into its group by `place(group, row in group, block, bytes)`.
+    fn regroup(
+        ty: GgmlType,
+        w: &[u8],
+        row_bytes: usize,
+        rows: usize,
+        block_bytes: usize,
+        place: impl Fn(&mut [u8], usize, usize, &[u8]),
+    ) -> Option<PackedRows> {
         if row_bytes == 0
             || !row_bytes.is_multiple_of(block_bytes)
             || w.len() < rows.checked_mul(row_bytes)?
         {
             return None;
         }
-        let blocks = row_bytes / block_bytes;
         let groups = rows / GROUP;
         let group_bytes = GROUP * row_bytes;
         let mut buf = huge_pages(groups * group_bytes)?;
@@ -104,24 +132,16 @@ impl PackedRows {
             .enumerate()
         {
             let src = &w[g * group_bytes..(g + 1) * group_bytes];
-            let (scales, codes) = dst.split_at_mut(2 * GROUP * blocks);
-            for r in 0..GROUP {
-                let row = &src[r * row_bytes..(r + 1) * row_bytes];
+            for (r, row) in src.chunks_exact(row_bytes).enumerate() {
                 for (b, blk) in row.chunks_exact(block_bytes).enumerate() {
-                    scales[2 * (GROUP * b + r)..][..2].copy_from_slice(&blk[..2]);
-                    for (j, quad) in blk[2..].chunks_exact(4).enumerate() {
-                        let at = GROUP * code_bytes * b + 64 * j + 4 * r;
-                        let q = u32::from_le_bytes([quad[0], quad[1], quad[2], quad[3]]);
-                        let q = q ^ u32::from_le_bytes([flip; 4]);
-                        codes[at..at + 4].copy_from_slice(&q.to_le_bytes());
-                    }
+                    place(dst, r, b, blk);
                 }
             }
         }
         Some(PackedRows {
             ty,
             groups,
-            blocks,
+            blocks: row_bytes / block_bytes,
             buf,
         })
     }
@@ -150,41 +170,22 @@ impl PackedRows {
         (self.ty == GgmlType::F16).then(|| self.data())
     }
 
-    /// [`PackedRows::new`] for Q6_K.
+    /// [`PackedRows::new`] for Q6_K: superblock `b` of the group's rows at `b · 16 · 210`,
+    /// each byte where [`q6_k_offset`] puts it.
     fn new_q6_k(w: &[u8], row_bytes: usize, rows: usize) -> Option<PackedRows> {
-        if row_bytes == 0
-            || !row_bytes.is_multiple_of(Q6_K_BYTES)
-            || w.len() < rows.checked_mul(row_bytes)?
-        {
-            return None;
-        }
-        let blocks = row_bytes / Q6_K_BYTES;
-        let groups = rows / GROUP;
-        let group_bytes = GROUP * row_bytes;
-        let mut buf = huge_pages(groups * group_bytes)?;
-        for (g, dst) in buf[..groups * group_bytes]
-            .chunks_exact_mut(group_bytes)
-            .enumerate()
-        {
-            let src = &w[g * group_bytes..(g + 1) * group_bytes];
-            for r in 0..GROUP {
-                let row = &src[r * row_bytes..(r + 1) * row_bytes];
-                for (blk, out) in row
-                    .chunks_exact(Q6_K_BYTES)
-                    .zip(dst.chunks_exact_mut(GROUP * Q6_K_BYTES))
-                {
-                    for (o, &byte) in blk.iter().enumerate() {
-                        out[q6_k_offset(r, o)] = byte;
-                    }
+        Self::regroup(
+            GgmlType::Q6_K,
+            w,
+            row_bytes,
+            rows,
+            Q6_K_BYTES,
+            |group, r, b, blk| {
+                let out = &mut group[GROUP * Q6_K_BYTES * b..][..GROUP * Q6_K_BYTES];
+                for (o, &byte) in blk.iter().enumerate() {
+                    out[q6_k_offset(r, o)] = byte;
                 }
-            }
-        }
-        Some(PackedRows {
-            ty: GgmlType::Q6_K,
-            groups,
-            blocks,
-            buf,
-        })
+            },
+        )
     }
 
     /// The weight type.

@@ -52,6 +52,42 @@ fn weights(ty: GgmlType, rows: usize, cols: usize, w: &[f32], seed: Option<u64>)
     out
 }
 
+/// Packs `wq` (`rows` rows of `ty`), checks that every packed row unpacks to the file's bytes,
+/// then that the packed dots from group `start_group` on equal `reference`'s, bit for bit, on
+/// every kernel this CPU runs.
+fn check_packed(
+    ty: GgmlType,
+    wq: &[u8],
+    rows: usize,
+    acts: &[Vec<u8>],
+    start_group: usize,
+    reference: impl Fn(&[u8], usize, &[u8], &mut [f32]),
+) -> Result<(), TestCaseError> {
+    let row_bytes = wq.len() / rows;
+    let p = PackedRows::new(ty, wq, row_bytes, rows).unwrap();
+    prop_assert_eq!(p.rows(), rows / GROUP * GROUP);
+    prop_assert_eq!(p.len(), p.rows() * row_bytes);
+    for r in 0..p.rows() {
+        prop_assert_eq!(&p.row(r)[..], &wq[r * row_bytes..(r + 1) * row_bytes]);
+    }
+    let act_refs: Vec<&[u8]> = acts.iter().map(Vec::as_slice).collect();
+    let first = (start_group * GROUP).min(p.rows());
+    let n = p.rows() - first;
+    for k in Kernel::available() {
+        let mut outs = vec![vec![0f32; n]; acts.len()];
+        let mut out_refs: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
+        if n > 0 {
+            prop_assert!(p.rows_dot(first, &act_refs, &mut out_refs, k));
+        }
+        for (a, got) in acts.iter().zip(&outs) {
+            let mut want = vec![0f32; n];
+            reference(&wq[first * row_bytes..], row_bytes, a, &mut want);
+            prop_assert_eq!(bits(got), bits(&want), "{} {:?}", ty, k);
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
 
@@ -73,32 +109,11 @@ proptest! {
                 a
             })
             .collect();
-        let act_refs: Vec<&[u8]> = acts.iter().map(Vec::as_slice).collect();
         for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
-            let row_bytes = ty.row_bytes(cols as u64).unwrap() as usize;
             let wq = weights(ty, rows, cols, &w, seed);
-            let p = PackedRows::new(ty, &wq, row_bytes, rows).unwrap();
-            prop_assert_eq!(p.rows(), rows / GROUP * GROUP);
-            prop_assert_eq!(p.len(), p.rows() * row_bytes);
-            for r in 0..p.rows() {
-                prop_assert_eq!(&p.row(r)[..], &wq[r * row_bytes..(r + 1) * row_bytes]);
-            }
-            let first = (start_group * GROUP).min(p.rows());
-            let n = p.rows() - first;
-            for k in Kernel::available() {
-                let mut outs = vec![vec![0f32; n]; tokens];
-                let mut out_refs: Vec<&mut [f32]> =
-                    outs.iter_mut().map(Vec::as_mut_slice).collect();
-                if n > 0 {
-                    prop_assert!(p.rows_dot(first, &act_refs, &mut out_refs, k));
-                }
-                for (a, got) in acts.iter().zip(&outs) {
-                    let mut want = vec![0f32; n];
-                    q8_0_partner_rows(ty, &wq[first * row_bytes..], row_bytes, a, &mut want,
-                        Kernel::Scalar);
-                    prop_assert_eq!(bits(got), bits(&want), "{} {:?}", ty, k);
-                }
-            }
+            check_packed(ty, &wq, rows, &acts, start_group, |w, rb, a, out| {
+                q8_0_partner_rows(ty, w, rb, a, out, Kernel::Scalar);
+            })?;
         }
     }
 }
@@ -162,25 +177,8 @@ proptest! {
                 a
             })
             .collect();
-        let act_refs: Vec<&[u8]> = acts.iter().map(Vec::as_slice).collect();
-        let p = PackedRows::new(GgmlType::Q6_K, &wq, row_bytes, rows).unwrap();
-        prop_assert_eq!(p.rows(), rows / GROUP * GROUP);
-        for r in 0..p.rows() {
-            prop_assert_eq!(&p.row(r)[..], &wq[r * row_bytes..(r + 1) * row_bytes]);
-        }
-        let first = (start_group * GROUP).min(p.rows());
-        let n = p.rows() - first;
-        for k in Kernel::available() {
-            let mut outs = vec![vec![0f32; n]; tokens];
-            let mut out_refs: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
-            if n > 0 {
-                prop_assert!(p.rows_dot(first, &act_refs, &mut out_refs, k));
-            }
-            for (a, got) in acts.iter().zip(&outs) {
-                let mut want = vec![0f32; n];
-                q6_k_rows(&wq[first * row_bytes..], row_bytes, a, &mut want, Kernel::Scalar);
-                prop_assert_eq!(bits(got), bits(&want), "Q6_K {:?}", k);
-            }
-        }
+        check_packed(GgmlType::Q6_K, &wq, rows, &acts, start_group, |w, rb, a, out| {
+            q6_k_rows(w, rb, a, out, Kernel::Scalar);
+        })?;
     }
 }
