@@ -375,11 +375,11 @@ impl BlockFormat for BlockQ5_K {
 pub(crate) fn q5_k_block_sums(x: &[u8], y: &[u8]) -> (i32, i32) {
     let scales = &x[4..16];
     let qh = &x[16..48];
-    let (mut isum, mut msum) = (0i32, 0i32);
+    let mut isum = 0i32;
     for c in 0..4 {
         let q = &x[48 + 32 * c..80 + 32 * c];
-        let (sc1, m1) = crate::kquants::scale_min_k4(2 * c, scales);
-        let (sc2, m2) = crate::kquants::scale_min_k4(2 * c + 1, scales);
+        let (sc1, _) = crate::kquants::scale_min_k4(2 * c, scales);
+        let (sc2, _) = crate::kquants::scale_min_k4(2 * c + 1, scales);
         let (lo, hi) = (&y[4 + 64 * c..36 + 64 * c], &y[36 + 64 * c..68 + 64 * c]);
         let code = |l: usize, high: bool| {
             let (nib, bit) = if high {
@@ -392,22 +392,28 @@ pub(crate) fn q5_k_block_sums(x: &[u8], y: &[u8]) -> (i32, i32) {
         let d1: i32 = i8s(lo).enumerate().map(|(l, b)| code(l, false) * b).sum();
         let d2: i32 = i8s(hi).enumerate().map(|(l, b)| code(l, true) * b).sum();
         isum += i32::from(sc1) * d1 + i32::from(sc2) * d2;
-        let bs = |k: usize| i32::from(i16::from_le_bytes([y[260 + 2 * k], y[261 + 2 * k]]));
-        msum += i32::from(m1) * (bs(4 * c) + bs(4 * c + 1))
-            + i32::from(m2) * (bs(4 * c + 2) + bs(4 * c + 3));
     }
-    (isum, msum)
+    (isum, k_mins_sum(scales, y))
+}
+
+/// Σ_j min_j·bsum_j of a Q4_K/Q5_K block (its 12 packed scale bytes) against a Q8_K block:
+/// each of the eight minimums covers two of the activation's sixteen 16-element sums (exact).
+pub(crate) fn k_mins_sum(scales: &[u8], y: &[u8]) -> i32 {
+    let bs = |k: usize| i32::from(i16::from_le_bytes([y[260 + 2 * k], y[261 + 2 * k]]));
+    (0..8)
+        .map(|j| i32::from(crate::kquants::scale_min_k4(j, scales).1) * (bs(2 * j) + bs(2 * j + 1)))
+        .sum()
 }
 
 /// One Q4_K block against one Q8_K block: Σ_j scale_j·Σ q·y and Σ_j min_j·bsum (exact).
 #[inline]
 pub(crate) fn q4_k_block_sums(x: &[u8], y: &[u8]) -> (i32, i32) {
     let scales = &x[4..16];
-    let (mut isum, mut msum) = (0i32, 0i32);
+    let mut isum = 0i32;
     for c in 0..4 {
         let q = &x[16 + 32 * c..48 + 32 * c];
-        let (sc1, m1) = crate::kquants::scale_min_k4(2 * c, scales);
-        let (sc2, m2) = crate::kquants::scale_min_k4(2 * c + 1, scales);
+        let (sc1, _) = crate::kquants::scale_min_k4(2 * c, scales);
+        let (sc2, _) = crate::kquants::scale_min_k4(2 * c + 1, scales);
         let (lo, hi) = (&y[4 + 64 * c..36 + 64 * c], &y[36 + 64 * c..68 + 64 * c]);
         let d1: i32 = q
             .iter()
@@ -420,11 +426,8 @@ pub(crate) fn q4_k_block_sums(x: &[u8], y: &[u8]) -> (i32, i32) {
             .map(|(&v, b)| i32::from(v >> 4) * b)
             .sum();
         isum += i32::from(sc1) * d1 + i32::from(sc2) * d2;
-        let bs = |k: usize| i32::from(i16::from_le_bytes([y[260 + 2 * k], y[261 + 2 * k]]));
-        msum += i32::from(m1) * (bs(4 * c) + bs(4 * c + 1))
-            + i32::from(m2) * (bs(4 * c + 2) + bs(4 * c + 3));
     }
-    (isum, msum)
+    (isum, k_mins_sum(scales, y))
 }
 
 /// Dot product of an F16 weight row (little-endian halves) with activations that are already

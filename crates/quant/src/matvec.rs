@@ -465,8 +465,8 @@ mod arm {
         sum
     }
 
-    /// [`crate::dot::BlockQ4_K`]'s dot with NEON: the exact sums Σ scale·q·y (NEON) and
-    /// Σ min·bsum, then the reference's two float steps per block.
+    /// [`crate::dot::BlockQ4_K`]'s dot with NEON: the exact sum Σ scale·q·y (NEON) and the
+    /// reference's Σ min·bsum, then its two float steps per block.
     ///
     /// # Safety
     /// The CPU must have NEON; `w` holds whole 144-byte blocks and `a` as many 292-byte ones.
@@ -476,11 +476,10 @@ mod arm {
         let mut sum = 0f32;
         for (x, y) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
             let scales = &x[4..16];
-            let (mut isum, mut msum) = (0i32, 0i32);
-            let bs = |k: usize| i32::from(i16::from_le_bytes([y[260 + 2 * k], y[261 + 2 * k]]));
+            let mut isum = 0i32;
             for c in 0..4 {
-                let (sc1, m1) = crate::kquants::scale_min_k4(2 * c, scales);
-                let (sc2, m2) = crate::kquants::scale_min_k4(2 * c + 1, scales);
+                let (sc1, _) = crate::kquants::scale_min_k4(2 * c, scales);
+                let (sc2, _) = crate::kquants::scale_min_k4(2 * c + 1, scales);
                 // SAFETY: codes 16 + 32c.. (32 bytes) are within the block, activation codes
                 // 4 + 64c.. (64 bytes) within the 292.
                 let (q0, q1, y0, y1, y2, y3) = unsafe {
@@ -500,9 +499,8 @@ mod arm {
                 let d1 = vaddvq_s32(dot16(dot16(zero, lo(q0), y0), lo(q1), y1));
                 let d2 = vaddvq_s32(dot16(dot16(zero, hi(q0), y2), hi(q1), y3));
                 isum += i32::from(sc1) * d1 + i32::from(sc2) * d2;
-                msum += i32::from(m1) * (bs(4 * c) + bs(4 * c + 1))
-                    + i32::from(m2) * (bs(4 * c + 2) + bs(4 * c + 3));
             }
+            let msum = crate::dot::k_mins_sum(scales, y);
             let dy = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
             sum += half_at(x, 0) * dy * isum as f32;
             sum -= half_at(x, 2) * dy * msum as f32;
@@ -512,10 +510,32 @@ mod arm {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
     use crate::dot::{BlockFormat, BlockQ4_0, BlockQ8_0, reduce_f16_lanes};
+
+    /// Per Q8_0 activation block (the first `blocks` of each of `acts`): the offset `k · Σy`
+    /// that unsigned weight codes (code + k) add to a `vpdpbusd` sum, and the block's scale.
+    pub(crate) fn activation_terms<const T: usize>(
+        acts: &[&[u8]; T],
+        blocks: usize,
+        k: i32,
+    ) -> ([Vec<i32>; T], [Vec<f32>; T]) {
+        let offsets = std::array::from_fn(|t| {
+            acts[t][..34 * blocks]
+                .chunks_exact(34)
+                .map(|y| k * y[2..].iter().map(|&q| i32::from(q as i8)).sum::<i32>())
+                .collect()
+        });
+        let scales = std::array::from_fn(|t| {
+            acts[t][..34 * blocks]
+                .chunks_exact(34)
+                .map(|y| crate::fp::half_at(y, 0))
+                .collect()
+        });
+        (offsets, scales)
+    }
 
     /// AVX-512 with VNNI (and BW, VL) besides AVX2: the wide kernels' requirements.
     pub fn has_avx512_vnni() -> bool {
@@ -603,18 +623,7 @@ mod x86 {
     ) {
         let n = outs[0].len();
         let blocks = acts.iter().fold(row_bytes / 18, |m, a| m.min(a.len() / 34));
-        let offsets: [Vec<i32>; T] = std::array::from_fn(|t| {
-            acts[t]
-                .chunks_exact(34)
-                .map(|y| 8 * y[2..].iter().map(|&q| i32::from(q as i8)).sum::<i32>())
-                .collect()
-        });
-        let scales: [Vec<f32>; T] = std::array::from_fn(|t| {
-            acts[t]
-                .chunks_exact(34)
-                .map(|y| crate::fp::half_at(y, 0))
-                .collect()
-        });
+        let (offsets, scales) = activation_terms(acts, blocks, 8);
         let rb = row_bytes as i32;
         let rows = _mm256_setr_epi32(0, rb, 2 * rb, 3 * rb, 4 * rb, 5 * rb, 6 * rb, 7 * rb);
         let m4 = _mm512_set1_epi8(0x0F);
@@ -692,18 +701,7 @@ mod x86 {
     ) {
         let n = outs[0].len();
         let blocks = acts.iter().fold(row_bytes / 34, |m, a| m.min(a.len() / 34));
-        let offsets: [Vec<i32>; T] = std::array::from_fn(|t| {
-            acts[t]
-                .chunks_exact(34)
-                .map(|y| 128 * y[2..].iter().map(|&q| i32::from(q as i8)).sum::<i32>())
-                .collect()
-        });
-        let scales: [Vec<f32>; T] = std::array::from_fn(|t| {
-            acts[t]
-                .chunks_exact(34)
-                .map(|y| crate::fp::half_at(y, 0))
-                .collect()
-        });
+        let (offsets, scales) = activation_terms(acts, blocks, 128);
         let rb = row_bytes as i32;
         let rows = _mm256_setr_epi32(0, 2 * rb, 4 * rb, 6 * rb, rb, 3 * rb, 5 * rb, 7 * rb);
         let unshuffle = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);

@@ -8,8 +8,8 @@
 //! rows), with the sixteen scales in one line: a block of 16 rows is a few loads and
 //! multiply-adds, no shuffles, and memory is read front to back. Results are bit-identical to
 //! the row-major kernels (the same exact integer block sums, the same per-row multiply-add
-//! chain); tests check them against the scalar references. F16 rows are only copied, as they
-//! are: what they gain is the huge pages every packed copy lives in.
+//! chain); tests check them against the scalar references. F16 rows are only copied as they
+//! are ([`PlainCopy`]): what they gain is the huge pages every copy here lives in.
 
 use ggufy_gguf::GgmlType;
 
@@ -25,7 +25,7 @@ pub const GROUP: usize = 16;
 /// lines, line `j` holding bytes `4j..4j + 4` of each row's codes in row order (Q4_0: 4 lines
 /// of raw nibble bytes; Q8_0: 8 lines with the sign bit flipped, i.e. code + 128, the unsigned
 /// operand `vpdpbusd` wants). Q6_K groups go superblock by superblock instead (see
-/// [`q6_k_offset`]); F16 keeps every row as it is. A group holds exactly the bytes of its rows.
+/// [`q6_k_offset`]). A group holds exactly the bytes of its rows.
 /// Rows past the last whole group are not here: the caller keeps them in the file's layout.
 #[derive(Debug)]
 pub struct PackedRows {
@@ -45,6 +45,31 @@ fn huge_pages(len: usize) -> Option<memmap2::MmapMut> {
     #[cfg(target_os = "linux")]
     let _ = buf.advise(memmap2::Advice::HugePage);
     Some(buf)
+}
+
+/// Bytes copied as they are into huge pages: F16 weights, whose kernel wants the file's row
+/// order and gains only from the pages (measured 19 → 23 GB/s against the file's mapping).
+#[derive(Debug)]
+pub struct PlainCopy {
+    buf: memmap2::MmapMut,
+    len: usize,
+}
+
+impl PlainCopy {
+    /// A copy of `bytes`; `None` when the memory cannot be had.
+    pub fn new(bytes: &[u8]) -> Option<PlainCopy> {
+        let mut buf = huge_pages(bytes.len())?;
+        buf[..bytes.len()].copy_from_slice(bytes);
+        Some(PlainCopy {
+            buf,
+            len: bytes.len(),
+        })
+    }
+
+    /// The copied bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 /// Bytes of a Q6_K superblock in the file.
@@ -74,15 +99,12 @@ fn code_layout(ty: GgmlType) -> (usize, u8) {
 }
 
 impl PackedRows {
-    /// Packs the whole groups of `rows` rows of `row_bytes` in `w` (all rows for F16); `None`
-    /// for types other than Q4_0, Q8_0, Q6_K and F16, for rows that are not whole blocks, when
-    /// `w` is too short, or when the memory cannot be had.
+    /// Packs the whole groups of `rows` rows of `row_bytes` in `w`; `None` for types other
+    /// than Q4_0, Q8_0 and Q6_K, for rows that are not whole blocks, when `w` is too short, or
+    /// when the memory cannot be had.
     pub fn new(ty: GgmlType, w: &[u8], row_bytes: usize, rows: usize) -> Option<PackedRows> {
         if ty == GgmlType::Q6_K {
             return Self::new_q6_k(w, row_bytes, rows);
-        }
-        if ty == GgmlType::F16 {
-            return Self::copy_f16(w, row_bytes, rows);
         }
         if !matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0) {
             return None;
@@ -146,30 +168,6 @@ impl PackedRows {
         })
     }
 
-    /// [`PackedRows::new`] for F16: the rows as they are (row by row is the order ggml's F16
-    /// dot wants), only moved into huge pages — measured 19 → 23 GB/s for the F16 kernel
-    /// against the file's mapping. All rows are kept, so [`PackedRows::rows`] is `rows`.
-    fn copy_f16(w: &[u8], row_bytes: usize, rows: usize) -> Option<PackedRows> {
-        let len = rows.checked_mul(row_bytes)?;
-        if row_bytes == 0 || !row_bytes.is_multiple_of(2) || w.len() < len {
-            return None;
-        }
-        let mut buf = huge_pages(len)?;
-        buf[..len].copy_from_slice(&w[..len]);
-        Some(PackedRows {
-            ty: GgmlType::F16,
-            groups: rows,
-            blocks: row_bytes / 2,
-            buf,
-        })
-    }
-
-    /// The rows in the file's own layout, for types copied as they are (F16); `None` for the
-    /// regrouped types.
-    pub fn plain(&self) -> Option<&[u8]> {
-        (self.ty == GgmlType::F16).then(|| self.data())
-    }
-
     /// [`PackedRows::new`] for Q6_K: superblock `b` of the group's rows at `b · 16 · 210`,
     /// each byte where [`q6_k_offset`] puts it.
     fn new_q6_k(w: &[u8], row_bytes: usize, rows: usize) -> Option<PackedRows> {
@@ -193,13 +191,9 @@ impl PackedRows {
         self.ty
     }
 
-    /// How many rows are packed (a multiple of [`GROUP`], except for F16, which keeps all).
+    /// How many rows are packed (a multiple of [`GROUP`]).
     pub fn rows(&self) -> usize {
-        if self.ty == GgmlType::F16 {
-            self.groups
-        } else {
-            self.groups * GROUP
-        }
+        self.groups * GROUP
     }
 
     /// Bytes held (the packed rows' size in the file).
@@ -226,10 +220,6 @@ impl PackedRows {
     }
 
     fn group_bytes(&self) -> usize {
-        if self.ty == GgmlType::F16 {
-            // One "group" per row, `blocks` f16 values each.
-            return 2 * self.blocks;
-        }
         GROUP * self.blocks * self.block_bytes()
     }
 
@@ -239,9 +229,6 @@ impl PackedRows {
 
     /// Row `r` in the file's layout (the scalar path, and tests).
     pub fn row(&self, r: usize) -> Vec<u8> {
-        if self.ty == GgmlType::F16 {
-            return self.data()[r * 2 * self.blocks..(r + 1) * 2 * self.blocks].to_vec();
-        }
         if self.ty == GgmlType::Q6_K {
             let group = &self.data()[r / GROUP * self.group_bytes()..][..self.group_bytes()];
             let i = r % GROUP;
@@ -276,9 +263,8 @@ impl PackedRows {
 
     /// `outs[t][i]` = packed row `first + i` · `acts[t]` (Q8_0 activation rows; Q8_K for
     /// Q6_K), for up to [`MAX_TOKENS`] activations; each equals the file-layout kernels'
-    /// result. False (and `outs` untouched) for F16 (whose rows [`PackedRows::plain`] gives to
-    /// the ordinary kernels), when the rows are out of range, `first` is not a group boundary,
-    /// or the activations do not fit.
+    /// result. False (and `outs` untouched) when the rows are out of range, `first` is not a
+    /// group boundary, or the activations do not fit.
     pub fn rows_dot(
         &self,
         first: usize,
@@ -287,8 +273,7 @@ impl PackedRows {
         kernel: Kernel,
     ) -> bool {
         let n = outs.first().map_or(0, |o| o.len());
-        if self.ty == GgmlType::F16
-            || !first.is_multiple_of(GROUP)
+        if !first.is_multiple_of(GROUP)
             || first + n > self.rows()
             || acts.is_empty()
             || acts.len() > MAX_TOKENS
@@ -355,30 +340,10 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::GROUP;
+    use crate::matvec::x86::activation_terms;
 
     /// How far ahead of the current line the kernels prefetch, in bytes of the stream.
     const PREFETCH: usize = 1024;
-
-    /// Each activation block's scale and the offset its codes' sum makes (`k · Σy`).
-    fn activation_terms<const T: usize>(
-        acts: &[&[u8]; T],
-        blocks: usize,
-        k: i32,
-    ) -> ([Vec<i32>; T], [Vec<f32>; T]) {
-        let offsets = std::array::from_fn(|t| {
-            acts[t][..34 * blocks]
-                .chunks_exact(34)
-                .map(|y| k * y[2..].iter().map(|&q| i32::from(q as i8)).sum::<i32>())
-                .collect()
-        });
-        let scales = std::array::from_fn(|t| {
-            acts[t][..34 * blocks]
-                .chunks_exact(34)
-                .map(|y| crate::fp::half_at(y, 0))
-                .collect()
-        });
-        (offsets, scales)
-    }
 
     /// Four activation codes from byte `at` of `y`, in every lane.
     ///

@@ -8,7 +8,7 @@ use ggufy_quant::dot::{
 };
 use ggufy_quant::fp::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 use ggufy_quant::matvec::{self, Kernel};
-use ggufy_quant::packed::PackedRows;
+use ggufy_quant::packed::{PackedRows, PlainCopy};
 use ggufy_quant::simd::{self, Level};
 use ggufy_quant::{dequantize_row, nf4::dequantize_nf4};
 use rayon::prelude::*;
@@ -52,8 +52,17 @@ pub struct Matrix<'a> {
     pub cols: usize,
     /// The row-major bytes.
     pub data: &'a [u8],
-    /// The same rows regrouped for the vector kernels ([`Matrix::pack`]), if they are.
-    packed: Option<Arc<PackedRows>>,
+    /// The same rows copied for the vector kernels ([`Matrix::pack`]), if they are.
+    copy: Option<Arc<WeightCopy>>,
+}
+
+/// A matrix's rows copied at load for the decode kernels.
+#[derive(Debug)]
+enum WeightCopy {
+    /// Regrouped sixteen rows at a time (Q4_0, Q8_0, Q6_K).
+    Packed(PackedRows),
+    /// As they are, in huge pages (F16).
+    Plain(PlainCopy),
 }
 
 /// A device that can hold weight matrices and multiply by them (a GPU); see [`crate::Model::offload`].
@@ -70,6 +79,17 @@ pub trait Accelerator: Send + Sync {
 pub trait DeviceMatrix: Send + Sync {
     /// `out = X · Wᵀ` for `x.len() / cols` input rows, laid out as [`Matrix::matmul`]'s.
     fn matmul(&self, x: &[f32], out: &mut [f32]) -> std::result::Result<(), String>;
+}
+
+/// The formats an activation is converted to, one per [`Activation`] variant.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ActivationKind {
+    F32,
+    F16,
+    Bf16,
+    Q8_0,
+    Q8_1,
+    Q8K,
 }
 
 /// The activation vector converted once per product to the format the weight's dot wants.
@@ -153,7 +173,7 @@ impl<'a> Matrix<'a> {
             rows,
             cols,
             data,
-            packed: None,
+            copy: None,
         })
     }
 
@@ -182,19 +202,29 @@ impl<'a> Matrix<'a> {
 
     /// [`Matrix::pack`] whatever the CPU (the tests' way to reach the packed paths anywhere).
     fn pack_anywhere(&mut self) -> usize {
-        if self.packed.is_some() {
-            return 0;
-        }
         let Storage::Ggml(ty) = self.storage else {
             return 0;
         };
-        self.packed = PackedRows::new(ty, self.data, self.row_bytes(), self.rows).map(Arc::new);
-        self.packed.as_ref().map_or(0, |p| p.len())
+        if self.copy.is_some() {
+            return 0;
+        }
+        let copy = if ty == GgmlType::F16 {
+            PlainCopy::new(self.data).map(WeightCopy::Plain)
+        } else {
+            PackedRows::new(ty, self.data, self.row_bytes(), self.rows).map(WeightCopy::Packed)
+        };
+        let bytes = match &copy {
+            Some(WeightCopy::Packed(p)) => p.len(),
+            Some(WeightCopy::Plain(c)) => c.bytes().len(),
+            None => 0,
+        };
+        self.copy = copy.map(Arc::new);
+        bytes
     }
 
     /// Whether [`Matrix::pack`] regrouped this matrix.
     pub fn is_packed(&self) -> bool {
-        self.packed.is_some()
+        self.copy.is_some()
     }
 
     fn row_bytes(&self) -> usize {
@@ -217,16 +247,16 @@ impl<'a> Matrix<'a> {
         }
     }
 
-    /// Which [`Activation`] [`Matrix::prepare`] makes for this storage: matrices with the same
-    /// kind can share one.
-    fn activation_kind(&self) -> u8 {
+    /// Which activation format this storage's dot wants: matrices with the same one can share
+    /// one [`Matrix::prepare`]d activation.
+    fn activation_kind(&self) -> ActivationKind {
         match self.storage {
-            Storage::Ggml(GgmlType::F16) => 0,
-            Storage::Ggml(GgmlType::BF16) => 1,
-            Storage::Ggml(GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0) => 2,
-            Storage::Ggml(GgmlType::Q4_1 | GgmlType::Q5_1) => 3,
-            Storage::Ggml(GgmlType::Q6_K | GgmlType::Q4_K | GgmlType::Q5_K) => 4,
-            _ => 5,
+            Storage::Ggml(GgmlType::F16) => ActivationKind::F16,
+            Storage::Ggml(GgmlType::BF16) => ActivationKind::Bf16,
+            Storage::Ggml(GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0) => ActivationKind::Q8_0,
+            Storage::Ggml(GgmlType::Q4_1 | GgmlType::Q5_1) => ActivationKind::Q8_1,
+            Storage::Ggml(GgmlType::Q6_K | GgmlType::Q4_K | GgmlType::Q5_K) => ActivationKind::Q8K,
+            _ => ActivationKind::F32,
         }
     }
 
@@ -237,23 +267,17 @@ impl<'a> Matrix<'a> {
             let _ = act(x, &mut out);
             out
         };
-        match self.storage {
-            Storage::Ggml(GgmlType::F16) => {
+        match self.activation_kind() {
+            ActivationKind::F16 => {
                 Activation::F16(x.iter().map(|&v| f16_to_f32(f32_to_f16(v))).collect())
             }
-            Storage::Ggml(GgmlType::BF16) => {
+            ActivationKind::Bf16 => {
                 Activation::Bf16(x.iter().map(|&v| bf16_to_f32(f32_to_bf16(v))).collect())
             }
-            Storage::Ggml(GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0) => {
-                Activation::Q8_0(quant(ActQ8_0::quantize_row, GgmlType::Q8_0))
-            }
-            Storage::Ggml(GgmlType::Q4_1 | GgmlType::Q5_1) => {
-                Activation::Q8_1(quant(ActQ8_1::quantize_row, GgmlType::Q8_1))
-            }
-            Storage::Ggml(GgmlType::Q6_K | GgmlType::Q4_K | GgmlType::Q5_K) => {
-                Activation::Q8K(quant(ActQ8_K::quantize_row, GgmlType::Q8_K))
-            }
-            _ => Activation::F32(x.to_vec()),
+            ActivationKind::Q8_0 => Activation::Q8_0(quant(ActQ8_0::quantize_row, GgmlType::Q8_0)),
+            ActivationKind::Q8_1 => Activation::Q8_1(quant(ActQ8_1::quantize_row, GgmlType::Q8_1)),
+            ActivationKind::Q8K => Activation::Q8K(quant(ActQ8_K::quantize_row, GgmlType::Q8_K)),
+            ActivationKind::F32 => Activation::F32(x.to_vec()),
         }
     }
 
@@ -300,15 +324,17 @@ impl<'a> Matrix<'a> {
     /// The row-major bytes products read: the copy in huge pages for F16 ([`Matrix::pack`]),
     /// otherwise the file's.
     fn bytes(&self) -> &[u8] {
-        self.packed
-            .as_deref()
-            .and_then(PackedRows::plain)
-            .unwrap_or(self.data)
+        match self.copy.as_deref() {
+            Some(WeightCopy::Plain(c)) => c.bytes(),
+            _ => self.data,
+        }
     }
 
     /// How many of rows `first..first + len` the packed copy serves (a prefix of them).
     fn packed_prefix(&self, first: usize, len: usize) -> Option<(&PackedRows, usize)> {
-        let p = self.packed.as_deref()?;
+        let Some(WeightCopy::Packed(p)) = self.copy.as_deref() else {
+            return None;
+        };
         let end = (first + len).min(p.rows());
         (first < end).then_some((p, end - first))
     }
