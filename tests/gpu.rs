@@ -1,12 +1,19 @@
-//! `--device gpu` end to end: the files `convert` and `quantize` write with the GPU doing the
-//! Q8_0, Q4_0 and NF4 tensors are byte-identical to the CPU's. Needs the `gpu` feature and a
-//! wgpu adapter (lavapipe in CI: `cargo test -p ggufy --features gpu --test gpu`); without an
-//! adapter the tests say so and pass, unless `GGUFY_REQUIRE_GPU_TESTS=1`.
-#![cfg(feature = "gpu")]
+//! `--device gpu` (or `cuda`) end to end: the files `convert` and `quantize` write with the GPU
+//! doing the Q8_0, Q4_0 and NF4 tensors are byte-identical to the CPU's. Needs the `gpu` feature
+//! and a wgpu adapter (lavapipe in CI: `cargo test -p ggufy --features gpu --test gpu`), or the
+//! `cuda` feature and an NVIDIA GPU (`GGUFY_TEST_DEVICE=cuda` picks it when both are built);
+//! without a device the tests say so and pass, unless `GGUFY_REQUIRE_GPU_TESTS=1`.
+#![cfg(any(feature = "gpu", feature = "cuda"))]
 
 mod common;
 
 use common::{fixtures, ggufy, stderr};
+
+/// The `--device` these tests exercise: `GGUFY_TEST_DEVICE`, else the one the build has.
+fn device() -> String {
+    std::env::var("GGUFY_TEST_DEVICE")
+        .unwrap_or_else(|_| if cfg!(feature = "gpu") { "gpu" } else { "cuda" }.to_string())
+}
 
 /// Whether `--device gpu` works here; panics if it must.
 fn gpu_available() -> bool {
@@ -21,7 +28,7 @@ fn gpu_available() -> bool {
         out.to_str().unwrap(),
         "q8_0",
         "--device",
-        "gpu",
+        &device(),
         "-q",
     ]);
     if o.status.success() {
@@ -64,7 +71,7 @@ fn quantize_on_the_gpu_writes_the_cpus_file() {
                 std::fs::read(out).unwrap()
             };
             assert!(
-                run("gpu") == run("cpu"),
+                run(&device()) == run("cpu"),
                 "{ty} (pure: {pure}) differs on the GPU"
             );
         }
@@ -104,7 +111,10 @@ fn convert_on_the_gpu_writes_the_cpus_file() {
                 assert!(o.status.success(), "{ckpt} {ty} {device}: {}", stderr(&o));
                 std::fs::read(out).unwrap()
             };
-            assert!(run("gpu") == run("cpu"), "{ckpt} {ty} differs on the GPU");
+            assert!(
+                run(&device()) == run("cpu"),
+                "{ckpt} {ty} differs on the GPU"
+            );
         }
     }
 }
@@ -130,13 +140,13 @@ fn run_on_the_gpu_generates_with_its_weights_there() {
                 device,
             ]);
             assert!(o.status.success(), "{ty} {device}: {}", stderr(&o));
-            if device == "gpu" {
+            if device != "cpu" {
                 assert!(stderr(&o).contains("weight matrices on"), "{}", stderr(&o));
             }
             let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
             doc["tokens"].as_array().unwrap().clone()
         };
-        let (gpu, cpu) = (tokens("gpu"), tokens("cpu"));
+        let (gpu, cpu) = (tokens(&device()), tokens("cpu"));
         assert_eq!(gpu.len(), 16);
         // The GPU sums in f32 without quantizing activations, so a near-tie may go the other
         // way later on; the first token after the prompt has a clear winner on these models.
@@ -177,7 +187,7 @@ fn perplexity_on_the_gpu_is_close_to_the_cpus() {
             doc["mean_kl"].as_f64().unwrap(),
         )
     };
-    let (gpu, gpu_kl) = ppl("gpu");
+    let (gpu, gpu_kl) = ppl(&device());
     let (cpu, cpu_kl) = ppl("cpu");
     // The same model measured two ways: well within 1% (the runner issue's perplexity bar).
     assert!((gpu / cpu - 1.0).abs() < 0.01, "GPU {gpu} vs CPU {cpu}");

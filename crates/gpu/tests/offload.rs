@@ -42,6 +42,15 @@ fn offloads() -> Vec<(String, Arc<dyn Offload>)> {
         }
         v
     };
+    #[cfg(feature = "cuda")]
+    let v = {
+        let mut v = v;
+        match ggufy_gpu::CudaBackend::new() {
+            Ok(b) => v.push(("cuda".into(), Arc::new(Offloaded(b)) as Arc<dyn Offload>)),
+            Err(e) => eprintln!("no CUDA device, no CUDA offload: {e}"),
+        }
+        v
+    };
     v
 }
 

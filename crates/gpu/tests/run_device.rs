@@ -63,6 +63,8 @@ fn offloaded_models_compute_the_same_logits_within_tolerance() {
     let dir = tempfile::tempdir().unwrap();
     #[cfg(feature = "wgpu")]
     let gpu = ggufy_gpu::WgpuBackend::new().ok().map(Accelerated);
+    #[cfg(feature = "cuda")]
+    let cuda = ggufy_gpu::CudaBackend::new().ok().map(Accelerated);
     for target in [
         Encoding::Ggml(GgmlType::Q8_0),
         Encoding::Ggml(GgmlType::Q4_0),
@@ -89,6 +91,16 @@ fn offloaded_models_compute_the_same_logits_within_tolerance() {
             assert_eq!(moved_gpu, moved);
             let d = max_abs_diff(&reference, &on_gpu);
             assert!(d <= 1e-3 * r, "{target}: GPU vs reference: {d} (range {r})");
+        }
+        #[cfg(feature = "cuda")]
+        if let Some(g) = &cuda {
+            let (moved_gpu, on_gpu) = logits(&path, Some(g));
+            assert_eq!(moved_gpu, moved);
+            let d = max_abs_diff(&reference, &on_gpu);
+            assert!(
+                d <= 1e-3 * r,
+                "{target}: CUDA vs reference: {d} (range {r})"
+            );
         }
     }
 }
