@@ -515,6 +515,10 @@ pub(crate) mod x86 {
 
     use crate::dot::{BlockFormat, BlockQ4_0, BlockQ8_0, reduce_f16_lanes};
 
+    /// How far ahead of the weights being read the streaming kernels ask for lines: measured
+    /// best on a 2-core AVX-512 VM (1024 bytes left ~5% of decode speed, 4096 no better).
+    pub(crate) const PREFETCH_BYTES: usize = 2048;
+
     /// Per Q8_0 activation block (the first `blocks` of each of `acts`): the offset `k · Σy`
     /// that unsigned weight codes (code + k) add to a `vpdpbusd` sum, and the block's scale.
     pub(crate) fn activation_terms<const T: usize>(
@@ -839,6 +843,11 @@ pub(crate) mod x86 {
         let whole = n / 64 * 64;
         let mut acc = [_mm512_setzero_ps(); 4];
         for i in (0..whole).step_by(64) {
+            // Rows lie back to back, so reading ahead past this row's end fetches the next
+            // row's start (the hardware prefetcher alone left ~20% of the bandwidth unused).
+            let ahead = w.as_ptr().wrapping_add(2 * i + PREFETCH_BYTES);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64).cast());
             for (k, a) in acc.iter_mut().enumerate() {
                 let j = i + 16 * k;
                 // SAFETY: j + 16 <= whole <= n.

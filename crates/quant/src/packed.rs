@@ -340,10 +340,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::GROUP;
-    use crate::matvec::x86::activation_terms;
-
-    /// How far ahead of the current line the kernels prefetch, in bytes of the stream.
-    const PREFETCH: usize = 1024;
+    use crate::matvec::x86::{PREFETCH_BYTES as PREFETCH, activation_terms};
 
     /// Four activation codes from byte `at` of `y`, in every lane.
     ///

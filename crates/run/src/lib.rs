@@ -6,6 +6,7 @@ pub mod error;
 pub mod model;
 pub mod perplexity;
 pub mod sampler;
+mod spin;
 pub mod weights;
 
 pub use error::{Result, RunError};

@@ -708,6 +708,11 @@ impl<'m, 'a> Session<'m, 'a> {
 
     /// One batch through the model; logits for every token (`all`) or the last.
     fn forward(&mut self, tokens: &[u32], all: bool) -> Result<Vec<f32>> {
+        crate::spin::with_spinning_workers(|| self.forward_batch(tokens, all))
+    }
+
+    /// [`Session::forward`]'s work, on the calling thread and the pool.
+    fn forward_batch(&mut self, tokens: &[u32], all: bool) -> Result<Vec<f32>> {
         let m = self.model;
         let hp = &m.hp;
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= hp.n_vocab) {

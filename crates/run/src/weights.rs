@@ -12,7 +12,8 @@ use ggufy_quant::packed::{PackedRows, PlainCopy};
 use ggufy_quant::simd::{self, Level};
 use ggufy_quant::{dequantize_row, nf4::dequantize_nf4};
 use rayon::prelude::*;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::error::{Result, RunError};
 
@@ -20,9 +21,8 @@ use crate::error::{Result, RunError};
 /// passes over them.
 const MATMUL_ROWS: usize = 128;
 
-/// Weight rows per mat-vec task: enough that a task's fixed costs (the kernels precompute
-/// per-activation block sums) stay small, while a 2048-row matrix still splits eight ways.
-const MATVEC_ROWS: usize = 256;
+/// The smallest mat-vec chunk: one packed group, so every chunk starts on a group boundary.
+const CHUNK_ROWS: usize = ggufy_quant::packed::GROUP;
 
 /// Rows below this many multiply-adds in all stay on one thread (the fork costs more).
 const PARALLEL_MIN_WORK: usize = 1 << 16;
@@ -580,20 +580,7 @@ impl<'a> Matrix<'a> {
                 }
             }
         }
-        let mut tasks: Vec<(usize, usize, &mut [f32])> = outs
-            .iter_mut()
-            .enumerate()
-            .flat_map(|(i, o)| {
-                o.chunks_mut(MATVEC_ROWS)
-                    .enumerate()
-                    .map(move |(c, chunk)| (i, c * MATVEC_ROWS, chunk))
-            })
-            .collect();
-        tasks
-            .par_iter_mut()
-            .for_each_init(Vec::new, |scratch, (i, first, chunk)| {
-                mats[*i].rows_dispatch(*first, &acts[act_of[*i]], chunk, scratch, level);
-            });
+        Self::share_rows(mats, &acts, &act_of, outs, level);
     }
 
     /// [`Matrix::matvec`] at a given vector level; the tests compare the levels.
@@ -603,12 +590,62 @@ impl<'a> Matrix<'a> {
             self.rows_dispatch(0, &act, out, &mut Vec::new(), level);
             return;
         }
-        out.par_chunks_mut(MATVEC_ROWS).enumerate().for_each_init(
-            Vec::new,
-            |scratch, (c, chunk)| {
-                self.rows_dispatch(c * MATVEC_ROWS, &act, chunk, scratch, level);
-            },
-        );
+        Self::share_rows(&[self], &[act], &[0], &mut [out], level);
+    }
+
+    /// `outs[i] = mats[i] · acts[act_of[i]]` on every thread of the pool. The rows are cut into
+    /// chunks that shrink as the work left shrinks (each about 1/(2n) of what remains for n
+    /// threads, down to one packed group), and whichever thread is free claims the next one:
+    /// the big early chunks keep the claiming cheap, the small late ones leave no thread
+    /// waiting long for the last. (Rayon's even split left one thread idle for half a
+    /// 256-row chunk at the end of every product — a down projection's chunk takes ~0.1 ms.)
+    fn share_rows(
+        mats: &[&Matrix<'_>],
+        acts: &[Activation],
+        act_of: &[usize],
+        outs: &mut [&mut [f32]],
+        level: Level,
+    ) {
+        let threads = rayon::current_num_threads().max(1);
+        let mut remaining: usize = mats.iter().map(|m| m.rows * m.row_bytes()).sum();
+        let mut chunks = Vec::new();
+        for (i, (m, out)) in mats.iter().zip(outs.iter_mut()).enumerate() {
+            let rb = m.row_bytes().max(1);
+            let mut rest: &mut [f32] = out;
+            let mut first = 0;
+            while !rest.is_empty() {
+                let want = (remaining / (2 * threads) / rb) / CHUNK_ROWS * CHUNK_ROWS;
+                let mut len = want.max(CHUNK_ROWS).min(rest.len());
+                if rest.len() - len < CHUNK_ROWS {
+                    len = rest.len();
+                }
+                let (head, tail) = std::mem::take(&mut rest).split_at_mut(len);
+                chunks.push((i, first, Mutex::new(head)));
+                rest = tail;
+                first += len;
+                remaining = remaining.saturating_sub(len * rb);
+            }
+        }
+        let next = AtomicUsize::new(0);
+        let work = || {
+            let mut scratch = Vec::new();
+            while let Some((i, first, out)) = chunks.get(next.fetch_add(1, Ordering::Relaxed)) {
+                // Each chunk is claimed once, so its lock is never contended.
+                let mut out = out.lock().unwrap_or_else(PoisonError::into_inner);
+                mats[*i].rows_dispatch(*first, &acts[act_of[*i]], &mut out, &mut scratch, level);
+            }
+        };
+        let helpers = threads.min(chunks.len()).saturating_sub(1);
+        if helpers == 0 {
+            work();
+            return;
+        }
+        rayon::scope(|s| {
+            for _ in 0..helpers {
+                s.spawn(|_| work());
+            }
+            work();
+        });
     }
 }
 
@@ -740,6 +777,79 @@ mod tests {
             let [o1, o2] = &mut outs;
             Matrix::matvec_shared(&[&packed, &plain], &x[..cols], &mut [o1, o2]);
             assert_eq!(bits(&outs[0]), bits(&outs[1]), "{ty} shared");
+        }
+    }
+
+    #[test]
+    fn products_are_the_same_at_any_thread_count() {
+        // Big enough to be cut into many chunks; 1000 rows leave 8 past the last packed group.
+        let (rows, cols) = (1000, 512);
+        let x: Vec<f32> = (0..cols)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        let w32: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 30.0)
+            .collect();
+        let types = [
+            GgmlType::Q8_0,
+            GgmlType::F16,
+            GgmlType::Q6_K,
+            GgmlType::Q5_0,
+        ];
+        let data: Vec<Vec<u8>> = types
+            .iter()
+            .map(|&ty| {
+                let rb = ty.row_bytes(cols as u64).unwrap() as usize;
+                let mut d = vec![0u8; rows * rb];
+                for (src, dst) in w32.chunks_exact(cols).zip(d.chunks_exact_mut(rb)) {
+                    ggufy_quant::quantize_row(ty, src, dst, ggufy_quant::Rounding::Separate)
+                        .unwrap();
+                }
+                d
+            })
+            .collect();
+        let mut mats: Vec<Matrix<'_>> = types
+            .iter()
+            .zip(&data)
+            .map(|(&ty, d)| Matrix::new("w", Storage::Ggml(ty), rows, cols, d).unwrap())
+            .collect();
+        mats[0].pack_anywhere();
+        let level = simd::level();
+        // Each row on its own: no chunking at all.
+        let want: Vec<Vec<f32>> = mats
+            .iter()
+            .map(|m| {
+                let act = m.prepare(&x);
+                (0..rows)
+                    .map(|r| {
+                        let mut one = [0f32];
+                        m.rows_dispatch(r, &act, &mut one, &mut Vec::new(), level);
+                        one[0]
+                    })
+                    .collect()
+            })
+            .collect();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for threads in [1, 2, 3, 7] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                for (m, want) in mats.iter().zip(&want) {
+                    let mut got = vec![0f32; rows];
+                    m.matvec(&x, &mut got);
+                    assert_eq!(bits(&got), bits(want), "{:?} at {threads}", m.storage);
+                }
+                let refs: Vec<&Matrix<'_>> = mats.iter().collect();
+                let mut outs = vec![vec![0f32; rows]; mats.len()];
+                let mut out_refs: Vec<&mut [f32]> =
+                    outs.iter_mut().map(Vec::as_mut_slice).collect();
+                Matrix::matvec_shared(&refs, &x, &mut out_refs);
+                for ((m, got), want) in mats.iter().zip(&outs).zip(&want) {
+                    assert_eq!(bits(got), bits(want), "shared {:?} at {threads}", m.storage);
+                }
+            });
         }
     }
 
