@@ -216,6 +216,35 @@ pub fn f16_rows_multi(w: &[u8], xs: &[&[f32]], outs: &mut [&mut [f32]], kernel: 
     }
 }
 
+/// `out[i]` = NF4 row `i` of `w` (`cols / 2` code bytes a row) · `x`, with `absmax` the rows'
+/// block scales (little-endian f32, `cols / 64` a row); each equals [`crate::nf4::dot_nf4`].
+pub fn nf4_rows(w: &[u8], absmax: &[u8], x: &[f32], out: &mut [f32], kernel: Kernel) {
+    let kernel = kernel.usable();
+    let (row_bytes, scale_bytes) = (x.len() / 2, x.len() / crate::nf4::NF4_BLOCK * 4);
+    let rows = w
+        .chunks_exact(row_bytes.max(1))
+        .zip(absmax.chunks_exact(scale_bytes.max(1)));
+    #[cfg(target_arch = "x86_64")]
+    if kernel != Kernel::Scalar && x.len().is_multiple_of(crate::nf4::NF4_BLOCK) {
+        for (o, (r, a)) in out.iter_mut().zip(rows) {
+            // SAFETY: the vector kernels are chosen only on CPUs with their features; the rows
+            // are whole (`chunks_exact` of the lengths the functions need).
+            *o = unsafe {
+                if kernel == Kernel::Avx512Vnni {
+                    x86::dot_nf4_512(r, a, x)
+                } else {
+                    x86::dot_nf4(r, a, x)
+                }
+            };
+        }
+        return;
+    }
+    let _ = kernel;
+    for (o, (r, a)) in out.iter_mut().zip(rows) {
+        *o = crate::nf4::dot_nf4(r, a, x);
+    }
+}
+
 /// `out[i]` = Q6_K row `i` of `w` · `act`, a Q8_K activation row.
 pub fn q6_k_rows(w: &[u8], row_bytes: usize, act: &[u8], out: &mut [f32], kernel: Kernel) {
     let kernel = kernel.usable();
@@ -879,6 +908,90 @@ pub(crate) mod x86 {
         let q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
         let q = _mm_add_ps(q, _mm_movehl_ps(q, q));
         _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)))
+    }
+
+    /// [`crate::nf4::dot_nf4`] with AVX2: eight codes at a time spread into eight lanes by a
+    /// variable shift of their four bytes, looked up in the 16-entry codebook (two 8-entry
+    /// permutes and a blend on the code's top bit, or one two-table permute with AVX-512 VL),
+    /// then the reference's multiplies and lane sums, in its order.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, and AVX-512 F and VL when `WIDE`; `x.len()` must be a multiple
+    /// of 64, with `codes` holding `x.len() / 2` bytes and `absmax` `x.len() / 16`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn dot_nf4_with<const WIDE: bool>(codes: &[u8], absmax: &[u8], x: &[f32]) -> f32 {
+        use crate::nf4::{NF4_BLOCK, NF4_CODEBOOK};
+        let blocks = (x.len() / NF4_BLOCK)
+            .min(codes.len() / (NF4_BLOCK / 2))
+            .min(absmax.len() / 4);
+        // SAFETY: each 8-float half of the codebook is in bounds.
+        let (lo, hi) = unsafe {
+            (
+                _mm256_loadu_ps(NF4_CODEBOOK.as_ptr()),
+                _mm256_loadu_ps(NF4_CODEBOOK.as_ptr().add(8)),
+            )
+        };
+        // Byte k of four holds elements 2k (high nibble) and 2k + 1 (low nibble).
+        let shifts = _mm256_setr_epi32(4, 0, 12, 8, 20, 16, 28, 24);
+        let m4 = _mm256_set1_epi32(0xF);
+        let mut acc = _mm256_setzero_ps();
+        for b in 0..blocks {
+            // SAFETY: block b's absmax, codes and activation lie within the slices (`blocks`
+            // is bounded by all three lengths).
+            unsafe {
+                let am = _mm256_broadcastss_ps(_mm_load_ss(absmax.as_ptr().add(4 * b).cast()));
+                let cp = codes.as_ptr().add(NF4_BLOCK / 2 * b);
+                let xp = x.as_ptr().add(NF4_BLOCK * b);
+                for g in 0..NF4_BLOCK / 8 {
+                    let four = _mm256_broadcastd_epi32(_mm_loadu_si32(cp.add(4 * g).cast()));
+                    let idx = _mm256_and_si256(_mm256_srlv_epi32(four, shifts), m4);
+                    let cb = if WIDE {
+                        wide_lookup(lo, idx, hi)
+                    } else {
+                        let top = _mm256_castsi256_ps(_mm256_slli_epi32::<28>(idx));
+                        _mm256_blendv_ps(
+                            _mm256_permutevar8x32_ps(lo, idx),
+                            _mm256_permutevar8x32_ps(hi, idx),
+                            top,
+                        )
+                    };
+                    let xv = _mm256_loadu_ps(xp.add(8 * g));
+                    acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(cb, am), xv));
+                }
+            }
+        }
+        let mut l = [0f32; 8];
+        // SAFETY: `l` has eight floats.
+        unsafe { _mm256_storeu_ps(l.as_mut_ptr(), acc) };
+        ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))
+    }
+
+    /// The 16-entry lookup `(lo ‖ hi)[idx]` in one two-table permute.
+    #[target_feature(enable = "avx512f,avx512vl")]
+    #[inline]
+    fn wide_lookup(lo: __m256, idx: __m256i, hi: __m256) -> __m256 {
+        _mm256_permutex2var_ps(lo, idx, hi)
+    }
+
+    /// [`dot_nf4_with`] on AVX2.
+    ///
+    /// # Safety
+    /// As [`dot_nf4_with`]: AVX2, and the slice lengths it names.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn dot_nf4(codes: &[u8], absmax: &[u8], x: &[f32]) -> f32 {
+        // SAFETY: the caller's contract is this function's.
+        unsafe { dot_nf4_with::<false>(codes, absmax, x) }
+    }
+
+    /// [`dot_nf4_with`] with AVX-512 VL's two-table permute.
+    ///
+    /// # Safety
+    /// As [`dot_nf4_with`]: AVX2 and AVX-512 F/VL, and the slice lengths it names.
+    #[target_feature(enable = "avx2,avx512f,avx512vl")]
+    pub unsafe fn dot_nf4_512(codes: &[u8], absmax: &[u8], x: &[f32]) -> f32 {
+        // SAFETY: the caller's contract is this function's.
+        unsafe { dot_nf4_with::<true>(codes, absmax, x) }
     }
 
     /// Four F16 rows (contiguous in `w`) against up to four activations in tinyBLAS's order:

@@ -90,6 +90,29 @@ pub fn dequantize_nf4(codes: &[u8], absmax: &[f32], y: &mut [f32]) {
     }
 }
 
+/// One NF4 row (`codes`, and its blocks' absmax as little-endian f32 bytes) · `x`: each weight
+/// decoded as `codebook[code] · absmax`, the products summed in eight lanes (element `i` into
+/// lane `i mod 8`, a multiply then an add) and the lanes combined as
+/// `((l0+l4) + (l1+l5)) + ((l2+l6) + (l3+l7))`. The reference every NF4 kernel equals bit for
+/// bit: the runner's result for NF4 weights (decoding the row, then an eight-lane dot).
+pub fn dot_nf4(codes: &[u8], absmax: &[u8], x: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    for ((cb, am), xb) in codes
+        .chunks_exact(NF4_BLOCK / 2)
+        .zip(absmax.chunks_exact(4))
+        .zip(x.chunks_exact(NF4_BLOCK))
+    {
+        let am = f32::from_le_bytes([am[0], am[1], am[2], am[3]]);
+        for (c4, x8) in cb.chunks_exact(4).zip(xb.chunks_exact(8)) {
+            for (k, &c) in c4.iter().enumerate() {
+                acc[2 * k] += (NF4_CODEBOOK[(c >> 4) as usize] * am) * x8[2 * k];
+                acc[2 * k + 1] += (NF4_CODEBOOK[(c & 0xF) as usize] * am) * x8[2 * k + 1];
+            }
+        }
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,9 +6,10 @@ use ggufy_gguf::GgmlType;
 use ggufy_quant::dot::{ActQ8_0, ActivationFormat, dot_f16};
 use ggufy_quant::dot::{ActQ8_K, BlockFormat, BlockQ4_K, BlockQ5_K, BlockQ6_K, dot_f16_tiled};
 use ggufy_quant::matvec::{
-    Kernel, MAX_TOKENS, f16_rows, f16_rows_multi, f16_rows_tiled, q4_k_rows, q5_k_rows, q6_k_rows,
-    q8_0_partner_rows, q8_0_partner_rows_multi,
+    Kernel, MAX_TOKENS, f16_rows, f16_rows_multi, f16_rows_tiled, nf4_rows, q4_k_rows, q5_k_rows,
+    q6_k_rows, q8_0_partner_rows, q8_0_partner_rows_multi,
 };
+use ggufy_quant::nf4::{dequantize_nf4, dot_nf4};
 use ggufy_quant::{Rounding, quantize_row};
 use proptest::prelude::*;
 
@@ -170,6 +171,54 @@ proptest! {
             let mut fast = vec![0f32; rows];
             q6_k_rows(&wq, row_bytes, &act, &mut fast, k);
             prop_assert_eq!(bits(&fast), bits(&plain), "{:?}", k);
+        }
+    }
+}
+
+/// The NF4 dot's definition: the row decoded to f32, then products summed in eight lanes.
+fn nf4_decoded_dot(codes: &[u8], absmax: &[u8], x: &[f32]) -> f32 {
+    let am: Vec<f32> = absmax
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let mut w = vec![0f32; x.len()];
+    dequantize_nf4(codes, &am, &mut w);
+    let mut acc = [0f32; 8];
+    for (wc, xc) in w.chunks_exact(8).zip(x.chunks_exact(8)) {
+        for k in 0..8 {
+            acc[k] += wc[k] * xc[k];
+        }
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
+
+proptest! {
+    #[test]
+    fn nf4_kernels_equal_the_reference(
+        (rows, blocks) in (1usize..6, 1usize..5),
+        codes in prop::collection::vec(any::<u8>(), 5 * 4 * 32),
+        absmax in prop::collection::vec(edge_value(), 5 * 4),
+        x in prop::collection::vec(edge_value(), 4 * 64),
+    ) {
+        let cols = blocks * 64;
+        let codes = &codes[..rows * cols / 2];
+        let am: Vec<u8> = absmax[..rows * blocks].iter().flat_map(|a| a.to_le_bytes()).collect();
+        let x = &x[..cols];
+        let mut plain = vec![0f32; rows];
+        nf4_rows(codes, &am, x, &mut plain, Kernel::Scalar);
+        for r in 0..rows {
+            let (c, a) = (&codes[r * cols / 2..(r + 1) * cols / 2], &am[r * blocks * 4..(r + 1) * blocks * 4]);
+            let want = nf4_decoded_dot(c, a, x);
+            prop_assert_eq!(dot_nf4(c, a, x).to_bits(), want.to_bits());
+            prop_assert!(plain[r].to_bits() == want.to_bits() || (plain[r].is_nan() && want.is_nan()));
+        }
+        for k in Kernel::available() {
+            let mut fast = vec![0f32; rows];
+            nf4_rows(codes, &am, x, &mut fast, k);
+            for (f, p) in fast.iter().zip(&plain) {
+                // NaN payloads aside (an infinite absmax times a zero code), bit for bit.
+                prop_assert!(f.to_bits() == p.to_bits() || (f.is_nan() && p.is_nan()), "{:?}: {} vs {}", k, f, p);
+            }
         }
     }
 }

@@ -2,15 +2,16 @@
 //! matrix-vector product with the activation quantized the way ggml pairs it with each format.
 
 use ggufy_gguf::GgmlType;
+use ggufy_quant::dequantize_row;
 use ggufy_quant::dot::{ActQ8_0, ActQ8_1, ActQ8_K, ActivationFormat, BlockFormat};
 use ggufy_quant::dot::{
     BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0,
 };
 use ggufy_quant::fp::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 use ggufy_quant::matvec::{self, Kernel};
+use ggufy_quant::nf4::{NF4_BLOCK, dequantize_nf4, dot_nf4};
 use ggufy_quant::packed::{PackedRows, PlainCopy};
 use ggufy_quant::simd::{self, Level};
-use ggufy_quant::{dequantize_row, nf4::dequantize_nf4};
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -316,6 +317,10 @@ impl<'a> Matrix<'a> {
             (Storage::Ggml(GgmlType::Q6_K), Activation::Q8K(a)) => BlockQ6_K::vec_dot_blocks(w, a),
             (Storage::Ggml(GgmlType::Q4_K), Activation::Q8K(a)) => BlockQ4_K::vec_dot_blocks(w, a),
             (Storage::Ggml(GgmlType::Q5_K), Activation::Q8K(a)) => BlockQ5_K::vec_dot_blocks(w, a),
+            (Storage::Nf4 { absmax }, Activation::F32(x)) => {
+                let per_row = self.cols / NF4_BLOCK * 4;
+                dot_nf4(w, &absmax[r * per_row..(r + 1) * per_row], x)
+            }
             (_, Activation::F32(x)) => {
                 scratch.resize(self.cols, 0.0);
                 self.row_f32(r, scratch);
@@ -403,6 +408,11 @@ impl<'a> Matrix<'a> {
             }
             (Storage::Ggml(GgmlType::F16), Activation::F16(x)) => {
                 matvec::f16_rows(w, x, out, kernel);
+                return;
+            }
+            (Storage::Nf4 { absmax }, Activation::F32(x)) => {
+                let per_row = self.cols / NF4_BLOCK * 4;
+                matvec::nf4_rows(w, &absmax[first * per_row..], x, out, kernel);
                 return;
             }
             _ => {}
