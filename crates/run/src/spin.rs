@@ -18,6 +18,9 @@ thread_local! {
     static BUSY: Cell<bool> = const { Cell::new(false) };
 }
 
+/// Empty polls of the pool between offers of the core back to the OS.
+const IDLE_POLLS_PER_OS_YIELD: u32 = 64;
+
 /// Runs `f` (a forward pass) with the pool's other threads spinning for work until it returns.
 pub(crate) fn with_spinning_workers<R>(f: impl FnOnce() -> R) -> R {
     if rayon::current_num_threads() <= 1 {
@@ -53,8 +56,18 @@ fn spin_until(done: &AtomicBool) {
     if BUSY.replace(true) {
         return;
     }
+    let mut idle = 0u32;
     while !done.load(Ordering::Acquire) {
-        if rayon::yield_now() != Some(rayon::Yield::Executed) {
+        if rayon::yield_now() == Some(rayon::Yield::Executed) {
+            idle = 0;
+            continue;
+        }
+        idle += 1;
+        if idle.is_multiple_of(IDLE_POLLS_PER_OS_YIELD) {
+            // With more threads than free cores, a spinner may hold the core a worker with
+            // real work is waiting for: let the OS run it (an immediate return otherwise).
+            std::thread::yield_now();
+        } else {
             std::hint::spin_loop();
         }
     }
