@@ -346,7 +346,8 @@ impl<'a> Matrix<'a> {
             return None;
         };
         let end = (first + len).min(p.rows());
-        (first < end).then_some((p, end - first))
+        // `then`, not `then_some`: the count must not be computed when there is none.
+        (first < end).then(|| (p, end - first))
     }
 
     /// Rows `first..first + out.len()`: the packed rows where there are, the vector kernels of
@@ -796,23 +797,15 @@ mod tests {
         }
     }
 
-    #[test]
-    fn products_are_the_same_at_any_thread_count() {
-        // Big enough to be cut into many chunks; 1000 rows leave 8 past the last packed group.
-        let (rows, cols) = (1000, 512);
+    /// An activation row and one weight matrix quantized to each of `types` (fixed values).
+    fn mixed_weights(rows: usize, cols: usize, types: &[GgmlType]) -> (Vec<f32>, Vec<Vec<u8>>) {
         let x: Vec<f32> = (0..cols)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
             .collect();
         let w32: Vec<f32> = (0..rows * cols)
             .map(|i| ((i * 53 % 97) as f32 - 48.0) / 30.0)
             .collect();
-        let types = [
-            GgmlType::Q8_0,
-            GgmlType::F16,
-            GgmlType::Q6_K,
-            GgmlType::Q5_0,
-        ];
-        let data: Vec<Vec<u8>> = types
+        let data = types
             .iter()
             .map(|&ty| {
                 let rb = ty.row_bytes(cols as u64).unwrap() as usize;
@@ -824,11 +817,35 @@ mod tests {
                 d
             })
             .collect();
-        let mut mats: Vec<Matrix<'_>> = types
+        (x, data)
+    }
+
+    /// [`Matrix`]es over [`mixed_weights`]' bytes.
+    fn matrices<'a>(
+        rows: usize,
+        cols: usize,
+        types: &[GgmlType],
+        data: &'a [Vec<u8>],
+    ) -> Vec<Matrix<'a>> {
+        types
             .iter()
-            .zip(&data)
+            .zip(data)
             .map(|(&ty, d)| Matrix::new("w", Storage::Ggml(ty), rows, cols, d).unwrap())
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn products_are_the_same_at_any_thread_count() {
+        // Big enough to be cut into many chunks; 1000 rows leave 8 past the last packed group.
+        let (rows, cols) = (1000, 512);
+        let types = [
+            GgmlType::Q8_0,
+            GgmlType::F16,
+            GgmlType::Q6_K,
+            GgmlType::Q5_0,
+        ];
+        let (x, data) = mixed_weights(rows, cols, &types);
+        let mut mats = matrices(rows, cols, &types, &data);
         mats[0].pack_anywhere();
         let level = simd::level();
         // Each row on its own: no chunking at all.
@@ -874,12 +891,6 @@ mod tests {
         // The activation is converted once per format and shared; every result must still be
         // what the matrix's own matvec gives.
         let (rows, cols) = (40, 256);
-        let x: Vec<f32> = (0..cols)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
-            .collect();
-        let w32: Vec<f32> = (0..rows * cols)
-            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 30.0)
-            .collect();
         let types = [
             GgmlType::Q4_0,
             GgmlType::F16,
@@ -888,23 +899,8 @@ mod tests {
             GgmlType::Q4_1,
             GgmlType::Q5_0,
         ];
-        let data: Vec<Vec<u8>> = types
-            .iter()
-            .map(|&ty| {
-                let rb = ty.row_bytes(cols as u64).unwrap() as usize;
-                let mut d = vec![0u8; rows * rb];
-                for (src, dst) in w32.chunks_exact(cols).zip(d.chunks_exact_mut(rb)) {
-                    ggufy_quant::quantize_row(ty, src, dst, ggufy_quant::Rounding::Separate)
-                        .unwrap();
-                }
-                d
-            })
-            .collect();
-        let mats: Vec<Matrix<'_>> = types
-            .iter()
-            .zip(&data)
-            .map(|(&ty, d)| Matrix::new("w", Storage::Ggml(ty), rows, cols, d).unwrap())
-            .collect();
+        let (x, data) = mixed_weights(rows, cols, &types);
+        let mats = matrices(rows, cols, &types, &data);
         let refs: Vec<&Matrix<'_>> = mats.iter().collect();
         let mut outs = vec![vec![0f32; rows]; mats.len()];
         let mut out_refs: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
