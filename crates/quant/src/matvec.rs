@@ -239,6 +239,15 @@ pub fn nf4_rows(w: &[u8], absmax: &[u8], x: &[f32], out: &mut [f32], kernel: Ker
         }
         return;
     }
+    #[cfg(target_arch = "aarch64")]
+    if kernel == Kernel::Neon && x.len().is_multiple_of(crate::nf4::NF4_BLOCK) {
+        for (o, (r, a)) in out.iter_mut().zip(rows) {
+            // SAFETY: `Kernel::Neon` runs only where NEON is present (`usable`); the rows are
+            // whole.
+            *o = unsafe { arm::dot_nf4(r, a, x) };
+        }
+        return;
+    }
     let _ = kernel;
     for (o, (r, a)) in out.iter_mut().zip(rows) {
         *o = crate::nf4::dot_nf4(r, a, x);
@@ -415,6 +424,77 @@ mod arm {
             sum = (isum as f32).mul_add(half_at(x, 0) * half_at(y, 0), sum);
         }
         sum
+    }
+
+    /// [`crate::nf4::dot_nf4`] with NEON: eight codes at a time, each looked up as the four
+    /// bytes of its codebook float by one table lookup over the 64-byte codebook, then the
+    /// reference's multiplies and eight lane sums (two four-lane vectors), in its order.
+    ///
+    /// # Safety
+    /// The CPU must have NEON; `x.len()` must be a multiple of 64, with `codes` holding
+    /// `x.len() / 2` bytes and `absmax` `x.len() / 16`.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot_nf4(codes: &[u8], absmax: &[u8], x: &[f32]) -> f32 {
+        use crate::nf4::{NF4_BLOCK, NF4_CODEBOOK};
+        let blocks = (x.len() / NF4_BLOCK)
+            .min(codes.len() / (NF4_BLOCK / 2))
+            .min(absmax.len() / 4);
+        let mut book = [0u8; 64];
+        for (d, v) in book.chunks_exact_mut(4).zip(NF4_CODEBOOK) {
+            d.copy_from_slice(&v.to_le_bytes());
+        }
+        // Element e of four takes table bytes 4·code + 0..4: `spread` repeats each element's
+        // (code · 4) four times, `byte` adds 0..4.
+        const SPREAD: [[u8; 16]; 2] = [
+            [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3],
+            [4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7],
+        ];
+        const BYTE: [u8; 16] = [0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3];
+        // SAFETY: the loads read the 64-byte table and the 16-byte constants.
+        let (table, spread, byte) = unsafe {
+            (
+                uint8x16x4_t(
+                    vld1q_u8(book.as_ptr()),
+                    vld1q_u8(book.as_ptr().add(16)),
+                    vld1q_u8(book.as_ptr().add(32)),
+                    vld1q_u8(book.as_ptr().add(48)),
+                ),
+                [vld1q_u8(SPREAD[0].as_ptr()), vld1q_u8(SPREAD[1].as_ptr())],
+                vld1q_u8(BYTE.as_ptr()),
+            )
+        };
+        let mut acc = [vdupq_n_f32(0.0); 2];
+        for b in 0..blocks {
+            let am = vdupq_n_f32(f32::from_le_bytes([
+                absmax[4 * b],
+                absmax[4 * b + 1],
+                absmax[4 * b + 2],
+                absmax[4 * b + 3],
+            ]));
+            for g in 0..NF4_BLOCK / 8 {
+                let at = NF4_BLOCK / 2 * b + 4 * g;
+                let four =
+                    u32::from_le_bytes([codes[at], codes[at + 1], codes[at + 2], codes[at + 3]]);
+                let raw = vcreate_u8(u64::from(four));
+                // Byte k holds elements 2k (high nibble) and 2k + 1 (low nibble).
+                let idx = vzip1_u8(vshr_n_u8::<4>(raw), vand_u8(raw, vdup_n_u8(0x0F)));
+                let idx4 = vshlq_n_u8::<2>(vcombine_u8(idx, idx));
+                for (h, a) in acc.iter_mut().enumerate() {
+                    let sel = vaddq_u8(vqtbl1q_u8(idx4, spread[h]), byte);
+                    let w = vreinterpretq_f32_u8(vqtbl4q_u8(table, sel));
+                    // SAFETY: element 64b + 8g + 4h + 4 <= blocks · 64 <= x.len().
+                    let xv = unsafe { vld1q_f32(x.as_ptr().add(NF4_BLOCK * b + 8 * g + 4 * h)) };
+                    *a = vaddq_f32(*a, vmulq_f32(vmulq_f32(w, am), xv));
+                }
+            }
+        }
+        let mut l = [0f32; 8];
+        // SAFETY: `l` has eight floats.
+        unsafe {
+            vst1q_f32(l.as_mut_ptr(), acc[0]);
+            vst1q_f32(l.as_mut_ptr().add(4), acc[1]);
+        }
+        ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))
     }
 
     /// [`crate::dot::BlockQ4_0`]'s dot with NEON.
