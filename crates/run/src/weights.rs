@@ -27,7 +27,7 @@ const CHUNK_ROWS: usize = ggufy_quant::packed::GROUP;
 
 /// The least weight bytes in a mat-vec chunk: each chunk pays fixed costs (a claim, the
 /// kernels' per-activation block sums), and at 8–16 threads chunks of one group made those
-/// costs a tenth of a product (measured on a 16-core Xeon: ~10% faster decode with this floor).
+/// costs a tenth of a product (measured on a 16-core Xeon: 5–10% faster decode with this floor).
 const CHUNK_MIN_BYTES: usize = 32 * 1024;
 
 /// Rows below this many multiply-adds in all stay on one thread (the fork costs more).
