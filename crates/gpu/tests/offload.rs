@@ -32,25 +32,20 @@ fn quantize(out: &Path, target: Encoding, offload: Option<Arc<dyn Offload>>) -> 
 }
 
 fn offloads() -> Vec<(String, Arc<dyn Offload>)> {
-    let v: Vec<(String, Arc<dyn Offload>)> = vec![("cpu".into(), Arc::new(Offloaded(CpuBackend)))];
+    // Only the GPU features add to the list.
+    #[allow(unused_mut)]
+    let mut v: Vec<(String, Arc<dyn Offload>)> =
+        vec![("cpu".into(), Arc::new(Offloaded(CpuBackend)))];
     #[cfg(feature = "wgpu")]
-    let v = {
-        let mut v = v;
-        match ggufy_gpu::WgpuBackend::new() {
-            Ok(b) => v.push(("wgpu".into(), Arc::new(Offloaded(b)) as Arc<dyn Offload>)),
-            Err(e) => eprintln!("no wgpu adapter, CPU offload only: {e}"),
-        }
-        v
-    };
+    match ggufy_gpu::WgpuBackend::new() {
+        Ok(b) => v.push(("wgpu".into(), Arc::new(Offloaded(b)))),
+        Err(e) => eprintln!("no wgpu adapter, no wgpu offload: {e}"),
+    }
     #[cfg(feature = "cuda")]
-    let v = {
-        let mut v = v;
-        match ggufy_gpu::CudaBackend::new() {
-            Ok(b) => v.push(("cuda".into(), Arc::new(Offloaded(b)) as Arc<dyn Offload>)),
-            Err(e) => eprintln!("no CUDA device, no CUDA offload: {e}"),
-        }
-        v
-    };
+    match ggufy_gpu::CudaBackend::new() {
+        Ok(b) => v.push(("cuda".into(), Arc::new(Offloaded(b)))),
+        Err(e) => eprintln!("no CUDA device, no CUDA offload: {e}"),
+    }
     v
 }
 

@@ -61,10 +61,17 @@ fn range(a: &[f32]) -> f32 {
 #[test]
 fn offloaded_models_compute_the_same_logits_within_tolerance() {
     let dir = tempfile::tempdir().unwrap();
+    // The GPUs the build's features find (none without them).
+    #[allow(unused_mut)]
+    let mut gpus: Vec<(&str, Box<dyn Accelerator>)> = Vec::new();
     #[cfg(feature = "wgpu")]
-    let gpu = ggufy_gpu::WgpuBackend::new().ok().map(Accelerated);
+    if let Ok(b) = ggufy_gpu::WgpuBackend::new() {
+        gpus.push(("wgpu", Box::new(Accelerated(b))));
+    }
     #[cfg(feature = "cuda")]
-    let cuda = ggufy_gpu::CudaBackend::new().ok().map(Accelerated);
+    if let Ok(b) = ggufy_gpu::CudaBackend::new() {
+        gpus.push(("CUDA", Box::new(Accelerated(b))));
+    }
     for target in [
         Encoding::Ggml(GgmlType::Q8_0),
         Encoding::Ggml(GgmlType::Q4_0),
@@ -85,21 +92,13 @@ fn offloaded_models_compute_the_same_logits_within_tolerance() {
             d > 0.0,
             "{target}: the offload did not change the arithmetic; was it used?"
         );
-        #[cfg(feature = "wgpu")]
-        if let Some(g) = &gpu {
-            let (moved_gpu, on_gpu) = logits(&path, Some(g));
-            assert_eq!(moved_gpu, moved);
-            let d = max_abs_diff(&reference, &on_gpu);
-            assert!(d <= 1e-3 * r, "{target}: GPU vs reference: {d} (range {r})");
-        }
-        #[cfg(feature = "cuda")]
-        if let Some(g) = &cuda {
-            let (moved_gpu, on_gpu) = logits(&path, Some(g));
-            assert_eq!(moved_gpu, moved);
+        for (name, g) in &gpus {
+            let (moved_gpu, on_gpu) = logits(&path, Some(g.as_ref()));
+            assert_eq!(moved_gpu, moved, "{name}");
             let d = max_abs_diff(&reference, &on_gpu);
             assert!(
                 d <= 1e-3 * r,
-                "{target}: CUDA vs reference: {d} (range {r})"
+                "{target}: {name} vs reference: {d} (range {r})"
             );
         }
     }

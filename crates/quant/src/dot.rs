@@ -430,6 +430,13 @@ pub(crate) fn q4_k_block_sums(x: &[u8], y: &[u8]) -> (i32, i32) {
     (isum, k_mins_sum(scales, y))
 }
 
+/// Eight lane sums combined as `((l0+l4) + (l1+l5)) + ((l2+l6) + (l3+l7))`: the fixed order of
+/// the eight-lane float dots (the runner's f32 dot, NF4's), which every vector kernel keeps.
+#[inline(always)]
+pub fn sum_lanes8(l: [f32; 8]) -> f32 {
+    ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))
+}
+
 /// Dot product of an F16 weight row (little-endian halves) with activations that are already
 /// f16 values (rounded through f16, as ggml converts them), in ggml's `ggml_vec_dot_f16` order for
 /// AVX-512 builds: 4 accumulators of 16 lanes over steps of 64, reduced pairwise; a tail shorter

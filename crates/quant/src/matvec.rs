@@ -439,10 +439,9 @@ mod arm {
         let blocks = (x.len() / NF4_BLOCK)
             .min(codes.len() / (NF4_BLOCK / 2))
             .min(absmax.len() / 4);
-        let mut book = [0u8; 64];
-        for (d, v) in book.chunks_exact_mut(4).zip(NF4_CODEBOOK) {
-            d.copy_from_slice(&v.to_le_bytes());
-        }
+        // The codebook's 64 bytes as they lie in memory: little-endian floats, as the lanes
+        // read them back.
+        let book = NF4_CODEBOOK.as_ptr().cast::<u8>();
         // Element e of four takes table bytes 4·code + 0..4: `spread` repeats each element's
         // (code · 4) four times, `byte` adds 0..4.
         const SPREAD: [[u8; 16]; 2] = [
@@ -454,10 +453,10 @@ mod arm {
         let (table, spread, byte) = unsafe {
             (
                 uint8x16x4_t(
-                    vld1q_u8(book.as_ptr()),
-                    vld1q_u8(book.as_ptr().add(16)),
-                    vld1q_u8(book.as_ptr().add(32)),
-                    vld1q_u8(book.as_ptr().add(48)),
+                    vld1q_u8(book),
+                    vld1q_u8(book.add(16)),
+                    vld1q_u8(book.add(32)),
+                    vld1q_u8(book.add(48)),
                 ),
                 [vld1q_u8(SPREAD[0].as_ptr()), vld1q_u8(SPREAD[1].as_ptr())],
                 vld1q_u8(BYTE.as_ptr()),
@@ -494,7 +493,7 @@ mod arm {
             vst1q_f32(l.as_mut_ptr(), acc[0]);
             vst1q_f32(l.as_mut_ptr().add(4), acc[1]);
         }
-        ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))
+        crate::dot::sum_lanes8(l)
     }
 
     /// [`crate::dot::BlockQ4_0`]'s dot with NEON.
@@ -1044,7 +1043,7 @@ pub(crate) mod x86 {
         let mut l = [0f32; 8];
         // SAFETY: `l` has eight floats.
         unsafe { _mm256_storeu_ps(l.as_mut_ptr(), acc) };
-        ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))
+        crate::dot::sum_lanes8(l)
     }
 
     /// The 16-entry lookup `(lo ‖ hi)[idx]` in one two-table permute.

@@ -110,7 +110,7 @@ pub fn dot_nf4(codes: &[u8], absmax: &[u8], x: &[f32]) -> f32 {
             }
         }
     }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+    crate::dot::sum_lanes8(acc)
 }
 
 #[cfg(test)]

@@ -122,7 +122,7 @@ fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
             acc[k] += x[k] * y[k];
         }
     }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    let mut s = ggufy_quant::dot::sum_lanes8(acc);
     for (x, y) in ar.iter().zip(br) {
         s += x * y;
     }
