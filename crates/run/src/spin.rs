@@ -10,6 +10,7 @@
 use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 thread_local! {
     /// Whether this thread is inside a forward pass or a spinner already. A spinner never starts
@@ -20,6 +21,12 @@ thread_local! {
 
 /// Empty polls of the pool between offers of the core back to the OS.
 const IDLE_POLLS_PER_OS_YIELD: u32 = 64;
+
+/// How long a spinner polls without finding work before it returns. Rayon runs any queued job
+/// on a thread that waits, so a spinner can start on top of the pass's own work (a thread
+/// waiting inside a product the pass needs); spinning until the pass ends would then wait on
+/// itself. Giving way after a short idle spell turns that into a brief stall.
+const IDLE_LIMIT: Duration = Duration::from_millis(1);
 
 /// Runs `f` (a forward pass) with the pool's other threads spinning for work until it returns.
 pub(crate) fn with_spinning_workers<R>(f: impl FnOnce() -> R) -> R {
@@ -51,19 +58,26 @@ impl Drop for PassGuard {
     }
 }
 
-/// Executes pool jobs as they appear until `done`; returns at once on a busy thread.
+/// Executes pool jobs as they appear until `done`, or until [`IDLE_LIMIT`] passes without any;
+/// returns at once on a busy thread.
 fn spin_until(done: &AtomicBool) {
     if BUSY.replace(true) {
         return;
     }
     let mut idle = 0u32;
+    let mut idle_since = None;
     while !done.load(Ordering::Acquire) {
         if rayon::yield_now() == Some(rayon::Yield::Executed) {
             idle = 0;
+            idle_since = None;
             continue;
         }
         idle += 1;
         if idle.is_multiple_of(IDLE_POLLS_PER_OS_YIELD) {
+            let now = Instant::now();
+            if now.duration_since(*idle_since.get_or_insert(now)) > IDLE_LIMIT {
+                break;
+            }
             // With more threads than free cores, a spinner may hold the core a worker with
             // real work is waiting for: let the OS run it (an immediate return otherwise).
             std::thread::yield_now();
@@ -72,4 +86,28 @@ fn spin_until(done: &AtomicBool) {
         }
     }
     BUSY.set(false);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spinner_whose_pass_cannot_end_gives_way() {
+        // A spinner that started on top of work its pass waits for: `done` is never set while
+        // it runs. It must return on its own (before the fix this hung forever).
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .build()
+                .unwrap();
+            pool.install(|| spin_until(&AtomicBool::new(false)));
+            tx.send(()).unwrap();
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_secs(30)).is_ok(),
+            "the spinner never gave way"
+        );
+    }
 }
