@@ -621,33 +621,11 @@ mod arm {
 pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
-    use crate::dot::{BlockFormat, BlockQ4_0, BlockQ8_0, reduce_f16_lanes};
+    use crate::dot::{BlockFormat, BlockQ4_0, BlockQ8_0, BlockSums, reduce_f16_lanes};
 
     /// How far ahead of the weights being read the streaming kernels ask for lines: measured
     /// best on a 2-core AVX-512 VM (1024 bytes left ~5% of decode speed, 4096 no better).
     pub(crate) const PREFETCH_BYTES: usize = 2048;
-
-    /// Per Q8_0 activation block (the first `blocks` of each of `acts`): the offset `k · Σy`
-    /// that unsigned weight codes (code + k) add to a `vpdpbusd` sum, and the block's scale.
-    pub(crate) fn activation_terms<const T: usize>(
-        acts: &[&[u8]; T],
-        blocks: usize,
-        k: i32,
-    ) -> ([Vec<i32>; T], [Vec<f32>; T]) {
-        let offsets = std::array::from_fn(|t| {
-            acts[t][..34 * blocks]
-                .chunks_exact(34)
-                .map(|y| k * y[2..].iter().map(|&q| i32::from(q as i8)).sum::<i32>())
-                .collect()
-        });
-        let scales = std::array::from_fn(|t| {
-            acts[t][..34 * blocks]
-                .chunks_exact(34)
-                .map(|y| crate::fp::half_at(y, 0))
-                .collect()
-        });
-        (offsets, scales)
-    }
 
     /// AVX-512 with VNNI (and BW, VL) besides AVX2: the wide kernels' requirements.
     pub fn has_avx512_vnni() -> bool {
@@ -735,7 +713,8 @@ pub(crate) mod x86 {
     ) {
         let n = outs[0].len();
         let blocks = acts.iter().fold(row_bytes / 18, |m, a| m.min(a.len() / 34));
-        let (offsets, scales) = activation_terms(acts, blocks, 8);
+        let sums: [BlockSums; T] =
+            std::array::from_fn(|t| BlockSums::of_q8_0(&acts[t][..34 * blocks]));
         let rb = row_bytes as i32;
         let rows = _mm256_setr_epi32(0, rb, 2 * rb, 3 * rb, 4 * rb, 5 * rb, 6 * rb, 7 * rb);
         let m4 = _mm512_set1_epi8(0x0F);
@@ -780,8 +759,8 @@ pub(crate) mod x86 {
                         );
                         let r = _mm512_add_epi32(r, _mm512_shuffle_epi32::<0b01_00_11_10>(r));
                         let isum = _mm512_castsi512_si256(_mm512_permutexvar_epi32(pick, r));
-                        let isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(offsets[t][b]));
-                        let d = _mm256_mul_ps(dw, _mm256_set1_ps(scales[t][b]));
+                        let isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(8 * sums[t].sum(b)));
+                        let d = _mm256_mul_ps(dw, _mm256_set1_ps(sums[t].scale(b)));
                         acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc[t]);
                     }
                 }
@@ -813,7 +792,8 @@ pub(crate) mod x86 {
     ) {
         let n = outs[0].len();
         let blocks = acts.iter().fold(row_bytes / 34, |m, a| m.min(a.len() / 34));
-        let (offsets, scales) = activation_terms(acts, blocks, 128);
+        let sums: [BlockSums; T] =
+            std::array::from_fn(|t| BlockSums::of_q8_0(&acts[t][..34 * blocks]));
         let rb = row_bytes as i32;
         let rows = _mm256_setr_epi32(0, 2 * rb, 4 * rb, 6 * rb, rb, 3 * rb, 5 * rb, 7 * rb);
         let unshuffle = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
@@ -866,8 +846,8 @@ pub(crate) mod x86 {
                             _mm512_extracti32x4_epi32::<2>(f),
                             _mm512_castsi512_si128(f),
                         );
-                        let isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(offsets[t][b]));
-                        let d = _mm256_mul_ps(dw, _mm256_set1_ps(scales[t][b]));
+                        let isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(128 * sums[t].sum(b)));
+                        let d = _mm256_mul_ps(dw, _mm256_set1_ps(sums[t].scale(b)));
                         acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc[t]);
                     }
                 }

@@ -13,7 +13,7 @@
 
 use ggufy_gguf::GgmlType;
 
-use crate::dot::{BlockFormat, BlockQ4_0, BlockQ6_K, BlockQ8_0};
+use crate::dot::{BlockFormat, BlockQ4_0, BlockQ6_K, BlockQ8_0, BlockSums};
 use crate::matvec::{Kernel, MAX_TOKENS};
 
 /// Rows per group (one 512-bit register of f32 sums).
@@ -261,18 +261,21 @@ impl PackedRows {
         out
     }
 
-    /// `outs[t][i]` = packed row `first + i` · `acts[t]` (Q8_0 activation rows; Q8_K for
-    /// Q6_K), for up to [`MAX_TOKENS`] activations; each equals the file-layout kernels'
-    /// result. False (and `outs` untouched) when the rows are out of range, `first` is not a
-    /// group boundary, or the activations do not fit.
+    /// `outs[t][i]` = packed row `first + i` · `acts[t]` (Q8_0 activation rows, with their
+    /// [`BlockSums`] in `sums[t]`; Q8_K for Q6_K, whose `sums` are not used), for up to
+    /// [`MAX_TOKENS`] activations; each equals the file-layout kernels' result. False (and
+    /// `outs` untouched) when the rows are out of range, `first` is not a group boundary, or the
+    /// activations or their sums do not fit.
     pub fn rows_dot(
         &self,
         first: usize,
         acts: &[&[u8]],
+        sums: &[&BlockSums],
         outs: &mut [&mut [f32]],
         kernel: Kernel,
     ) -> bool {
         let n = outs.first().map_or(0, |o| o.len());
+        let needs_sums = self.ty != GgmlType::Q6_K;
         if !first.is_multiple_of(GROUP)
             || first + n > self.rows()
             || acts.is_empty()
@@ -282,6 +285,8 @@ impl PackedRows {
             || acts
                 .iter()
                 .any(|a| a.len() < self.act_block_bytes() * self.blocks)
+            || (needs_sums
+                && (sums.len() != acts.len() || sums.iter().any(|s| s.blocks() < self.blocks)))
         {
             return false;
         }
@@ -293,14 +298,17 @@ impl PackedRows {
                 ($t:literal) => {{
                     let a: &[&[u8]; $t] = acts.try_into().expect("length checked");
                     let o: &mut [&mut [f32]; $t] = outs.try_into().expect("length checked");
+                    let s = || -> &[&BlockSums; $t] { sums.try_into().expect("length checked") };
                     // SAFETY: `Kernel::Avx512Vnni` runs only on CPUs with its features (the
                     // functions' target features); `w` holds `whole` groups of `blocks` blocks
-                    // and every activation `blocks` blocks (checked above).
+                    // and every activation and its sums `blocks` blocks (checked above).
                     unsafe {
                         match self.ty {
-                            GgmlType::Q4_0 => x86::groups::<true, $t>(w, whole, self.blocks, a, o),
+                            GgmlType::Q4_0 => {
+                                x86::groups::<true, $t>(w, whole, self.blocks, a, s(), o)
+                            }
                             GgmlType::Q6_K => x86::q6_k_groups::<$t>(w, whole, self.blocks, a, o),
-                            _ => x86::groups::<false, $t>(w, whole, self.blocks, a, o),
+                            _ => x86::groups::<false, $t>(w, whole, self.blocks, a, s(), o),
                         }
                     }
                 }};
@@ -340,7 +348,8 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::GROUP;
-    use crate::matvec::x86::{PREFETCH_BYTES as PREFETCH, activation_terms};
+    use crate::dot::BlockSums;
+    use crate::matvec::x86::PREFETCH_BYTES as PREFETCH;
 
     /// Four activation codes from byte `at` of `y`, in every lane.
     ///
@@ -361,16 +370,18 @@ mod x86 {
     /// # Safety
     /// The CPU must have AVX2, FMA, F16C and AVX-512 F/BW/VL/VNNI; `w` must hold `groups`
     /// packed groups of `blocks` blocks of type `Q4` (Q4_0) or not (Q8_0), every `acts[t]`
-    /// `blocks` Q8_0 blocks, and every `outs[t]` at least `16 · groups` elements.
+    /// `blocks` Q8_0 blocks, every `sums[t]` at least `blocks` blocks (`acts[t]`'s), and every
+    /// `outs[t]` at least `16 · groups` elements.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     pub unsafe fn groups<const Q4: bool, const T: usize>(
         w: &[u8],
         groups: usize,
         blocks: usize,
         acts: &[&[u8]; T],
+        sums: &[&BlockSums; T],
         outs: &mut [&mut [f32]; T],
     ) {
-        let (offsets, scales) = activation_terms(acts, blocks, if Q4 { 8 } else { 128 });
+        let k = if Q4 { 8 } else { 128 };
         let m4 = _mm512_set1_epi8(0x0F);
         let code_bytes = if Q4 { 16 } else { 32 };
         let block_codes = GROUP * code_bytes;
@@ -409,8 +420,8 @@ mod x86 {
                     }
                     let dw = _mm512_cvtph_ps(_mm256_loadu_si256(sp.add(32 * b).cast()));
                     for t in 0..T {
-                        let i = _mm512_sub_epi32(isum[t], _mm512_set1_epi32(offsets[t][b]));
-                        let d = _mm512_mul_ps(dw, _mm512_set1_ps(scales[t][b]));
+                        let i = _mm512_sub_epi32(isum[t], _mm512_set1_epi32(k * sums[t].sum(b)));
+                        let d = _mm512_mul_ps(dw, _mm512_set1_ps(sums[t].scale(b)));
                         acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), d, acc[t]);
                     }
                 }

@@ -3,13 +3,14 @@
 //! rows mixed with edge values (zeros, ties, huge and subnormal scales, infinities).
 
 use ggufy_gguf::GgmlType;
-use ggufy_quant::dot::{ActQ8_0, ActivationFormat, dot_f16};
+use ggufy_quant::dot::{ActQ8_0, ActivationFormat, dot_f16, quantize_q8_0_activation};
 use ggufy_quant::dot::{ActQ8_K, BlockFormat, BlockQ4_K, BlockQ5_K, BlockQ6_K, dot_f16_tiled};
 use ggufy_quant::matvec::{
     Kernel, MAX_TOKENS, f16_rows, f16_rows_multi, f16_rows_tiled, nf4_rows, q4_k_rows, q5_k_rows,
     q6_k_rows, q8_0_partner_rows, q8_0_partner_rows_multi,
 };
 use ggufy_quant::nf4::{dequantize_nf4, dot_nf4};
+use ggufy_quant::simd::Level;
 use ggufy_quant::{Rounding, quantize_row};
 use proptest::prelude::*;
 
@@ -32,6 +33,30 @@ fn edge_value() -> impl Strategy<Value = f32> {
         199 => finite_edge_value(),
         1 => prop_oneof![Just(f32::INFINITY), Just(f32::NEG_INFINITY)],
     ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// The vectorized Q8_0 activation quantizer gives the scalar one's bytes, NaNs, infinities,
+    /// subnormal maxima and ties included.
+    #[test]
+    fn q8_0_activation_levels_agree(
+        x in (1usize..8).prop_flat_map(|blocks| prop::collection::vec(
+            // 127 as a block's maximum makes the scale 1, so the half-integer edge values are
+            // rounding ties.
+            prop_oneof![50 => edge_value(), 1 => Just(f32::NAN), 2 => Just(127.0f32)],
+            blocks * 32,
+        )),
+    ) {
+        let mut want = vec![0u8; x.len() / 32 * 34];
+        quantize_q8_0_activation(&x, &mut want, Level::Scalar).unwrap();
+        for level in [Level::Avx2, Level::Neon] {
+            let mut got = vec![0u8; want.len()];
+            quantize_q8_0_activation(&x, &mut got, level).unwrap();
+            prop_assert_eq!(&got, &want, "{:?}", level);
+        }
+    }
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {

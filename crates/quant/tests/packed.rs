@@ -3,7 +3,7 @@
 //! whole matrices and group-aligned slices of them.
 
 use ggufy_gguf::GgmlType;
-use ggufy_quant::dot::{ActQ8_0, ActQ8_K, ActivationFormat};
+use ggufy_quant::dot::{ActQ8_0, ActQ8_K, ActivationFormat, BlockSums};
 use ggufy_quant::matvec::{Kernel, MAX_TOKENS, q6_k_rows, q8_0_partner_rows};
 use ggufy_quant::packed::{GROUP, PackedRows};
 use ggufy_quant::{Rounding, quantize_row};
@@ -71,13 +71,19 @@ fn check_packed(
         prop_assert_eq!(&p.row(r)[..], &wq[r * row_bytes..(r + 1) * row_bytes]);
     }
     let act_refs: Vec<&[u8]> = acts.iter().map(Vec::as_slice).collect();
+    // Q6_K's Q8_K activations carry their own sums.
+    let sums: Vec<BlockSums> = match ty {
+        GgmlType::Q6_K => Vec::new(),
+        _ => acts.iter().map(|a| BlockSums::of_q8_0(a)).collect(),
+    };
+    let sum_refs: Vec<&BlockSums> = sums.iter().collect();
     let first = (start_group * GROUP).min(p.rows());
     let n = p.rows() - first;
     for k in Kernel::available() {
         let mut outs = vec![vec![0f32; n]; acts.len()];
         let mut out_refs: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
         if n > 0 {
-            prop_assert!(p.rows_dot(first, &act_refs, &mut out_refs, k));
+            prop_assert!(p.rows_dot(first, &act_refs, &sum_refs, &mut out_refs, k));
         }
         for (a, got) in acts.iter().zip(&outs) {
             let mut want = vec![0f32; n];
@@ -123,11 +129,16 @@ fn bad_calls_are_refused() {
     let wq = vec![0u8; 16 * 34];
     let p = PackedRows::new(GgmlType::Q8_0, &wq, 34, 16).unwrap();
     let act = vec![0u8; 34];
+    let sums = BlockSums::of_q8_0(&act);
     let mut out = vec![0f32; 8];
-    // Not a group boundary, past the end, no activation, too short a buffer.
-    assert!(!p.rows_dot(3, &[&act], &mut [&mut out], Kernel::Scalar));
-    assert!(!p.rows_dot(16, &[&act], &mut [&mut out], Kernel::Scalar));
-    assert!(!p.rows_dot(0, &[], &mut [], Kernel::Scalar));
+    assert!(p.rows_dot(0, &[&act], &[&sums], &mut [&mut out], Kernel::Scalar));
+    // Not a group boundary, past the end, no activation, no sums or too few of them.
+    assert!(!p.rows_dot(3, &[&act], &[&sums], &mut [&mut out], Kernel::Scalar));
+    assert!(!p.rows_dot(16, &[&act], &[&sums], &mut [&mut out], Kernel::Scalar));
+    assert!(!p.rows_dot(0, &[], &[], &mut [], Kernel::Scalar));
+    assert!(!p.rows_dot(0, &[&act], &[], &mut [&mut out], Kernel::Scalar));
+    let short = BlockSums::of_q8_0(&[]);
+    assert!(!p.rows_dot(0, &[&act], &[&short], &mut [&mut out], Kernel::Scalar));
     assert!(PackedRows::new(GgmlType::Q8_0, &wq[..100], 34, 16).is_none());
     assert!(PackedRows::new(GgmlType::Q4_1, &wq, 20, 16).is_none());
     assert!(PackedRows::new(GgmlType::Q8_0, &wq, 33, 16).is_none());

@@ -3,7 +3,7 @@
 
 use ggufy_gguf::GgmlType;
 use ggufy_quant::dequantize_row;
-use ggufy_quant::dot::{ActQ8_0, ActQ8_1, ActQ8_K, ActivationFormat, BlockFormat};
+use ggufy_quant::dot::{ActQ8_0, ActQ8_1, ActQ8_K, ActivationFormat, BlockFormat, BlockSums};
 use ggufy_quant::dot::{
     BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0,
 };
@@ -29,6 +29,10 @@ const CHUNK_ROWS: usize = ggufy_quant::packed::GROUP;
 /// kernels' per-activation block sums), and at 8–16 threads chunks of one group made those
 /// costs a tenth of a product (measured on a 16-core Xeon: 5–10% faster decode with this floor).
 const CHUNK_MIN_BYTES: usize = 32 * 1024;
+
+/// Activation values per task when a long activation is quantized on the pool (a down
+/// projection's input; a multiple of every activation block size).
+const PREPARE_TASK: usize = 2048;
 
 /// Rows below this many multiply-adds in all stay on one thread (the fork costs more).
 const PARALLEL_MIN_WORK: usize = 1 << 16;
@@ -105,7 +109,8 @@ pub(crate) enum Activation {
     F16(Vec<f32>),
     /// Values rounded through bf16.
     Bf16(Vec<f32>),
-    Q8_0(Vec<u8>),
+    /// The blocks and their sums (for the packed kernels).
+    Q8_0(Vec<u8>, BlockSums),
     Q8_1(Vec<u8>),
     Q8K(Vec<u8>),
 }
@@ -269,8 +274,18 @@ impl<'a> Matrix<'a> {
     pub(crate) fn prepare(&self, x: &[f32]) -> Activation {
         let quant = |act: fn(&[f32], &mut [u8]) -> Result<(), ggufy_quant::QuantError>,
                      ty: GgmlType| {
-            let mut out = vec![0u8; x.len() / ty.block_size() as usize * ty.type_size() as usize];
-            let _ = act(x, &mut out);
+            let (bs, ts) = (ty.block_size() as usize, ty.type_size() as usize);
+            let mut out = vec![0u8; x.len() / bs * ts];
+            if x.len() < 2 * PREPARE_TASK {
+                let _ = act(x, &mut out);
+            } else {
+                // Blocks are independent: the same bytes at any split.
+                x.par_chunks(PREPARE_TASK)
+                    .zip(out.par_chunks_mut(PREPARE_TASK / bs * ts))
+                    .for_each(|(x, o)| {
+                        let _ = act(x, o);
+                    });
+            }
             out
         };
         match self.activation_kind() {
@@ -280,7 +295,11 @@ impl<'a> Matrix<'a> {
             ActivationKind::Bf16 => {
                 Activation::Bf16(x.iter().map(|&v| bf16_to_f32(f32_to_bf16(v))).collect())
             }
-            ActivationKind::Q8_0 => Activation::Q8_0(quant(ActQ8_0::quantize_row, GgmlType::Q8_0)),
+            ActivationKind::Q8_0 => {
+                let blocks = quant(ActQ8_0::quantize_row, GgmlType::Q8_0);
+                let sums = BlockSums::of_q8_0(&blocks);
+                Activation::Q8_0(blocks, sums)
+            }
             ActivationKind::Q8_1 => Activation::Q8_1(quant(ActQ8_1::quantize_row, GgmlType::Q8_1)),
             ActivationKind::Q8K => Activation::Q8K(quant(ActQ8_K::quantize_row, GgmlType::Q8_K)),
             ActivationKind::F32 => Activation::F32(x.to_vec()),
@@ -309,9 +328,15 @@ impl<'a> Matrix<'a> {
                 );
                 dot_f32(scratch, x)
             }
-            (Storage::Ggml(GgmlType::Q8_0), Activation::Q8_0(a)) => BlockQ8_0::vec_dot_blocks(w, a),
-            (Storage::Ggml(GgmlType::Q4_0), Activation::Q8_0(a)) => BlockQ4_0::vec_dot_blocks(w, a),
-            (Storage::Ggml(GgmlType::Q5_0), Activation::Q8_0(a)) => BlockQ5_0::vec_dot_blocks(w, a),
+            (Storage::Ggml(GgmlType::Q8_0), Activation::Q8_0(a, _)) => {
+                BlockQ8_0::vec_dot_blocks(w, a)
+            }
+            (Storage::Ggml(GgmlType::Q4_0), Activation::Q8_0(a, _)) => {
+                BlockQ4_0::vec_dot_blocks(w, a)
+            }
+            (Storage::Ggml(GgmlType::Q5_0), Activation::Q8_0(a, _)) => {
+                BlockQ5_0::vec_dot_blocks(w, a)
+            }
             (Storage::Ggml(GgmlType::Q4_1), Activation::Q8_1(a)) => BlockQ4_1::vec_dot_blocks(w, a),
             (Storage::Ggml(GgmlType::Q5_1), Activation::Q8_1(a)) => BlockQ5_1::vec_dot_blocks(w, a),
             (Storage::Ggml(GgmlType::Q6_K), Activation::Q8K(a)) => BlockQ6_K::vec_dot_blocks(w, a),
@@ -362,11 +387,21 @@ impl<'a> Matrix<'a> {
         scratch: &mut Vec<f32>,
         level: Level,
     ) {
-        if let (Some((p, n)), Activation::Q8_0(a) | Activation::Q8K(a)) =
-            (self.packed_prefix(first, out.len()), act)
+        if let Some((p, n)) = self.packed_prefix(first, out.len())
+            && let Some((a, sums)) = match act {
+                Activation::Q8_0(a, s) => Some((a, Some(s))),
+                Activation::Q8K(a) => Some((a, None)),
+                _ => None,
+            }
         {
             let (head, tail) = out.split_at_mut(n);
-            if p.rows_dot(first, &[a], &mut [head], Kernel::best(level)) {
+            if p.rows_dot(
+                first,
+                &[a],
+                sums.as_slice(),
+                &mut [head],
+                Kernel::best(level),
+            ) {
                 if !tail.is_empty() {
                     self.file_rows(first + n, act, tail, scratch, level);
                 }
@@ -390,7 +425,7 @@ impl<'a> Matrix<'a> {
         let w = &self.bytes()[first * rb..];
         let kernel = Kernel::best(level);
         match (self.storage, act) {
-            (Storage::Ggml(ty @ (GgmlType::Q4_0 | GgmlType::Q8_0)), Activation::Q8_0(a))
+            (Storage::Ggml(ty @ (GgmlType::Q4_0 | GgmlType::Q8_0)), Activation::Q8_0(a, _))
                 if matvec::q8_0_partner_rows(ty, w, rb, a, out, kernel) =>
             {
                 return;
@@ -431,14 +466,21 @@ impl<'a> Matrix<'a> {
             let a: Option<Vec<&[u8]>> = acts
                 .iter()
                 .map(|a| match a {
-                    Activation::Q8_0(v) | Activation::Q8K(v) => Some(v.as_slice()),
+                    Activation::Q8_0(v, _) | Activation::Q8K(v) => Some(v.as_slice()),
+                    _ => None,
+                })
+                .collect();
+            let sums: Vec<&BlockSums> = acts
+                .iter()
+                .filter_map(|a| match a {
+                    Activation::Q8_0(_, s) => Some(s),
                     _ => None,
                 })
                 .collect();
             if let Some(a) = a {
                 let mut heads: Vec<&mut [f32]> =
                     out.chunks_exact_mut(len).map(|o| &mut o[..n]).collect();
-                if p.rows_dot(first, &a, &mut heads, Kernel::best(level)) {
+                if p.rows_dot(first, &a, &sums, &mut heads, Kernel::best(level)) {
                     if n < len {
                         // The rows past the packed ones (fewer than a group) one at a time.
                         for (act, o) in acts.iter().zip(out.chunks_exact_mut(len)) {
@@ -458,7 +500,7 @@ impl<'a> Matrix<'a> {
                 let a: Option<Vec<&[u8]>> = acts
                     .iter()
                     .map(|a| match a {
-                        Activation::Q8_0(v) => Some(v.as_slice()),
+                        Activation::Q8_0(v, _) => Some(v.as_slice()),
                         _ => None,
                     })
                     .collect();
