@@ -141,6 +141,7 @@ pub(crate) fn pack_weights(
     file: &ggufy_gguf::GgufFile,
     keep_layout: bool,
 ) {
+    file.prefetch(model.embedding_bytes());
     if keep_layout {
         return;
     }

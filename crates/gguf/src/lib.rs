@@ -121,6 +121,31 @@ impl Gguf<memmap2::Mmap> {
             };
         }
     }
+
+    /// Maps the pages behind `bytes` (a part of this file's map) into the process now, reading
+    /// them from the file if they are not cached, so that later reads do not fault: a token's
+    /// embedding row read through the map faulted for 0.1–0.5 ms, a tenth of a decode step at 16
+    /// threads. Advisory, like [`Gguf::release`]: slices from elsewhere and failures (kernels
+    /// before Linux 5.14) are ignored.
+    pub fn prefetch(&self, bytes: &[u8]) {
+        let Some(offset) = (bytes.as_ptr() as usize).checked_sub(self.bytes.as_ptr() as usize)
+        else {
+            return;
+        };
+        if offset
+            .checked_add(bytes.len())
+            .is_none_or(|end| end > self.bytes.len())
+        {
+            return;
+        }
+        // Whole pages: the advice needs a page-aligned start.
+        let from = offset / 4096 * 4096;
+        let _ = self.bytes.advise_range(
+            memmap2::Advice::PopulateRead,
+            from,
+            offset + bytes.len() - from,
+        );
+    }
 }
 
 impl<B: AsRef<[u8]>> Gguf<B> {

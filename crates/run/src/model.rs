@@ -580,6 +580,11 @@ impl<'a> Model<'a> {
         Ok(())
     }
 
+    /// The embedding table's bytes in the file (every token reads a row of it).
+    pub fn embedding_bytes(&self) -> &'a [u8] {
+        self.embd.data
+    }
+
     /// The storage type of the output matrix (for reports).
     pub fn output_type(&self) -> Storage<'a> {
         self.output.storage
@@ -666,8 +671,8 @@ impl<'m, 'a> Session<'m, 'a> {
         self.pos = self.pos.min(n);
     }
 
-    /// Rotates one head's vector in place with the model's RoPE.
-    fn rope(&self, v: &mut [f32], pos: usize) {
+    /// The model's RoPE rotation at `pos` ([`rope_rotation`] with the file's frequency factors).
+    fn rope_rotation(&self, pos: usize, out: &mut Vec<(f32, f32)>) {
         let hp = &self.model.hp;
         let factors = match (&self.model.rope_long, &self.model.rope_short) {
             (Some(long), Some(short)) => Some(if self.n_ctx > hp.n_ctx_orig {
@@ -677,7 +682,7 @@ impl<'m, 'a> Session<'m, 'a> {
             }),
             _ => self.model.rope_freqs.as_ref(),
         };
-        rope(hp, factors.map(Vec::as_slice), v, pos);
+        rope_rotation(hp, factors.map(Vec::as_slice), pos, out);
     }
 
     /// Evaluates `tokens` at the next positions; returns the logits after the last one. Tokens
@@ -756,6 +761,13 @@ impl<'m, 'a> Session<'m, 'a> {
         let prescale = matches!(hp.arch, Arch::Phi3 | Arch::Gemma);
         let q_scale = 1.0 / (hd as f32).sqrt();
         let row = nkv * hd;
+        let rotations: Vec<Vec<(f32, f32)>> = (0..n)
+            .map(|t| {
+                let mut r = Vec::new();
+                self.rope_rotation(pos0 + t, &mut r);
+                r
+            })
+            .collect();
         for (li, layer) in m.layers.iter().enumerate() {
             for (xr, hr) in x.chunks_exact(e).zip(h.chunks_exact_mut(e)) {
                 rms_norm(xr, &layer.attn_norm, hp.rms_eps, hr);
@@ -792,13 +804,13 @@ impl<'m, 'a> Session<'m, 'a> {
                     }
                 }
             }
-            for (t, (qr, kr)) in q
+            for ((qr, kr), rotation) in q
                 .chunks_exact_mut(nh * hd)
                 .zip(k.chunks_exact_mut(row))
-                .enumerate()
+                .zip(&rotations)
             {
                 for head in qr.chunks_exact_mut(hd).chain(kr.chunks_exact_mut(hd)) {
-                    self.rope(head, pos0 + t);
+                    rope_apply(hp, rotation, head);
                 }
                 if prescale {
                     qr.iter_mut().for_each(|a| *a *= q_scale);
@@ -807,19 +819,16 @@ impl<'m, 'a> Session<'m, 'a> {
             // The cache holds f16 values, as llama.cpp's default KV cache does.
             let kc = &mut self.k[li];
             let vc = &mut self.v[li];
-            for (d, s) in kc[pos0 * row..(pos0 + n) * row].iter_mut().zip(&k) {
-                *d = round_f16(*s);
-            }
-            for (d, s) in vc[pos0 * row..(pos0 + n) * row].iter_mut().zip(&v) {
-                *d = round_f16(*s);
-            }
+            store_f16(&mut kc[pos0 * row..(pos0 + n) * row], &k);
+            store_f16(&mut vc[pos0 * row..(pos0 + n) * row], &v);
             let kq_scale = if prescale { 1.0 } else { q_scale };
             let (kc, vc) = (&self.k[li][..], &self.v[li][..]);
-            // One task per (token, head): each reads the cache up to its own position.
+            // One task per (token, head): each reads the cache up to its own position. Every
+            // head may go to its own thread: at 16 threads a decode step's 32 heads in tasks of
+            // four left half the threads idle (attention was a tenth of a token there).
             att.par_chunks_mut(hd)
                 .zip(q.par_chunks(hd))
                 .enumerate()
-                .with_min_len(4)
                 .for_each(|(i, (out, qh))| {
                     let (t, hq) = (i / nh, i % nh);
                     let kvh = hq / (nh / nkv);
@@ -847,9 +856,16 @@ impl<'m, 'a> Session<'m, 'a> {
                         m.mm(gate, &h, &mut g)?;
                         m.mm(&layer.up, &h, &mut u)?;
                     }
-                    for ((a, &gv), &uv) in act.iter_mut().zip(&g).zip(&u) {
-                        *a = gated(gv) * uv;
-                    }
+                    // On the pool: 5632 exponentials a layer were the largest serial step
+                    // of a decode step at 16 threads.
+                    act.par_chunks_mut(GATE_TASK)
+                        .zip(g.par_chunks(GATE_TASK))
+                        .zip(u.par_chunks(GATE_TASK))
+                        .for_each(|((a, g), u)| {
+                            for ((a, &gv), &uv) in a.iter_mut().zip(g).zip(u) {
+                                *a = gated(gv) * uv;
+                            }
+                        });
                 }
                 // Phi-3: one product gives the gate, then the up projection.
                 None => {
@@ -882,10 +898,20 @@ impl<'m, 'a> Session<'m, 'a> {
 /// CPU (its angle recurrence, frequency factors, linear and YaRN scaling, normal or NeoX pairs
 /// by architecture); `factors` are the file's per-pair frequency factors, if any.
 pub fn rope(hp: &Hparams, factors: Option<&[f32]>, v: &mut [f32], pos: usize) {
+    let mut rotation = Vec::new();
+    rope_rotation(hp, factors, pos, &mut rotation);
+    rope_apply(hp, &rotation, v);
+}
+
+/// The (cos, sin) pairs, attention factor included, that rotate every head at position `pos`:
+/// computed once per token and pass rather than once per head and layer (the `sin_cos` calls
+/// were a tenth of a decode step's serial work).
+fn rope_rotation(hp: &Hparams, factors: Option<&[f32]>, pos: usize, out: &mut Vec<(f32, f32)>) {
     let n_rot = hp.n_rot;
     let theta_scale = hp.rope_base.powf(-2.0 / n_rot as f32);
     let mscale = hp.rope_attn_factor;
     let mut theta = pos as f32;
+    out.clear();
     for i in 0..n_rot / 2 {
         let ff = factors.map_or(1.0, |f| f[i]);
         let (angle, m) = match &hp.yarn {
@@ -893,17 +919,50 @@ pub fn rope(hp: &Hparams, factors: Option<&[f32]>, v: &mut [f32], pos: usize) {
             None => (hp.rope_freq_scale * (theta / ff), mscale),
         };
         let (s, c) = angle.sin_cos();
-        let (c, s) = (c * m, s * m);
+        out.push((c * m, s * m));
+        theta *= theta_scale;
+    }
+}
+
+/// Rotates one head's vector by a [`rope_rotation`].
+fn rope_apply(hp: &Hparams, rotation: &[(f32, f32)], v: &mut [f32]) {
+    let half = rotation.len();
+    for (i, &(c, s)) in rotation.iter().enumerate() {
         let (a, b) = if hp.neox() {
-            (i, i + n_rot / 2)
+            (i, i + half)
         } else {
             (2 * i, 2 * i + 1)
         };
         let (x0, x1) = (v[a], v[b]);
         v[a] = x0 * c - x1 * s;
         v[b] = x0 * s + x1 * c;
-        theta *= theta_scale;
     }
+}
+
+/// Values per task of the gated activation (`silu(g)·u`): a few microseconds of work.
+const GATE_TASK: usize = 1024;
+
+/// `dst = src` rounded through f16 (the KV cache's precision), compiled for AVX2 where the CPU
+/// has it so that the rounding vectorizes; the values are the same either way.
+fn store_f16(dst: &mut [f32], src: &[f32]) {
+    #[inline(always)]
+    fn body(dst: &mut [f32], src: &[f32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = round_f16(*s);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2(dst: &mut [f32], src: &[f32]) {
+        body(dst, src);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if ggufy_quant::simd::level() == ggufy_quant::simd::Level::Avx2 {
+        // SAFETY: Level::Avx2 is only chosen when the CPU reports AVX2.
+        unsafe { avx2(dst, src) };
+        return;
+    }
+    body(dst, src);
 }
 
 /// The most tokens one forward pass takes; longer prompts go in several.
@@ -913,8 +972,49 @@ const MAX_BATCH: usize = 64;
 /// cache row of `row` values), as ggml's CPU flash attention computes it for an F16 cache: q
 /// rounded to f16, each score a `ggml_vec_dot_f16`, an online softmax whose running V sum is
 /// kept in f16 (rescaled when the maximum moves), divided by the running sum at the end.
+/// Compiled for AVX2 and FMA where the CPU has them (the f16 roundings and the multiply-adds
+/// vectorize; a scalar `mul_add` without FMA is a library call per element); the results are
+/// the same either way.
 #[allow(clippy::too_many_arguments)]
 fn attend(
+    q: &[f32],
+    kc: &[f32],
+    vc: &[f32],
+    row: usize,
+    off: usize,
+    len: usize,
+    kq_scale: f32,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if ggufy_quant::simd::level() == ggufy_quant::simd::Level::Avx2 {
+        // SAFETY: Level::Avx2 is only chosen when the CPU reports AVX2 and FMA.
+        unsafe { attend_fma(q, kc, vc, row, off, len, kq_scale, out) };
+        return;
+    }
+    attend_body(q, kc, vc, row, off, len, kq_scale, out);
+}
+
+/// [`attend`] compiled with AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn attend_fma(
+    q: &[f32],
+    kc: &[f32],
+    vc: &[f32],
+    row: usize,
+    off: usize,
+    len: usize,
+    kq_scale: f32,
+    out: &mut [f32],
+) {
+    attend_body(q, kc, vc, row, off, len, kq_scale, out);
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attend_body(
     q: &[f32],
     kc: &[f32],
     vc: &[f32],
@@ -942,7 +1042,11 @@ fn attend(
         } else {
             vs = (s - m).exp();
         }
-        mad_f16(&mut vkq, &vc[t * row + off..t * row + off + out.len()], vs);
+        // `ggml_vec_mad_f16`: acc = f16(v·s + acc), one rounding in the multiply-add.
+        let vt = &vc[t * row + off..t * row + off + out.len()];
+        for (a, &b) in vkq.iter_mut().zip(vt) {
+            *a = round_f16(b.mul_add(vs, *a));
+        }
         sum = sum * ms + vs;
     }
     let inv = 1.0 / sum;
@@ -951,35 +1055,9 @@ fn attend(
     }
 }
 
-/// `acc = f16(v·s + acc)` element-wise with one rounding in the multiply-add, as
-/// `ggml_vec_mad_f16` accumulates flash attention's V rows. Vectorized where the CPU has FMA (a
-/// scalar `mul_add` without it is a library call per element); the results are the same.
-fn mad_f16(acc: &mut [f32], v: &[f32], s: f32) {
-    #[cfg(target_arch = "x86_64")]
-    if ggufy_quant::simd::level() == ggufy_quant::simd::Level::Avx2 {
-        // SAFETY: Level::Avx2 is only chosen when the CPU reports AVX2 and FMA.
-        unsafe { mad_f16_fma(acc, v, s) };
-        return;
-    }
-    mad_f16_body(acc, v, s);
-}
-
-#[inline(always)]
-fn mad_f16_body(acc: &mut [f32], v: &[f32], s: f32) {
-    for (a, &b) in acc.iter_mut().zip(v) {
-        *a = round_f16(b.mul_add(s, *a));
-    }
-}
-
-/// [`mad_f16_body`] compiled with AVX2 and FMA, so `mul_add` is one instruction per lane.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn mad_f16_fma(acc: &mut [f32], v: &[f32], s: f32) {
-    mad_f16_body(acc, v, s);
-}
-
 /// `ggml_vec_dot_f16` of two rows of f16 values held as f32 (products exact): ggml's 4 × 16
 /// lanes over steps of 64, the tail added in f64.
+#[inline(always)]
 fn dot_f16_values(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let whole = n / 64 * 64;
