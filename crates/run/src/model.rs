@@ -832,7 +832,15 @@ impl<'m, 'a> Session<'m, 'a> {
                 .for_each(|(i, (out, qh))| {
                     let (t, hq) = (i / nh, i % nh);
                     let kvh = hq / (nh / nkv);
-                    attend(qh, kc, vc, row, kvh * hd, pos0 + t + 1, kq_scale, out);
+                    let cache = HeadCache {
+                        k: kc,
+                        v: vc,
+                        row,
+                        off: kvh * hd,
+                        len: pos0 + t + 1,
+                        kq_scale,
+                    };
+                    attend(qh, &cache, out);
                 });
             m.mm(&layer.wo, &att, &mut o)?;
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
@@ -968,62 +976,50 @@ fn store_f16(dst: &mut [f32], src: &[f32]) {
 /// The most tokens one forward pass takes; longer prompts go in several.
 const MAX_BATCH: usize = 64;
 
-/// One query head against the cached keys and values `0..len` (head offset `off` within each
-/// cache row of `row` values), as ggml's CPU flash attention computes it for an F16 cache: q
-/// rounded to f16, each score a `ggml_vec_dot_f16`, an online softmax whose running V sum is
-/// kept in f16 (rescaled when the maximum moves), divided by the running sum at the end.
-/// Compiled for AVX2 and FMA where the CPU has them (the f16 roundings and the multiply-adds
-/// vectorize; a scalar `mul_add` without FMA is a library call per element); the results are
-/// the same either way.
-#[allow(clippy::too_many_arguments)]
-fn attend(
-    q: &[f32],
-    kc: &[f32],
-    vc: &[f32],
+/// One head's view of a layer's KV cache: positions `0..len` of rows of `row` values, the head
+/// at offset `off` in each, and the factor its scores are scaled by.
+struct HeadCache<'c> {
+    k: &'c [f32],
+    v: &'c [f32],
     row: usize,
     off: usize,
     len: usize,
     kq_scale: f32,
-    out: &mut [f32],
-) {
+}
+
+/// One query head against its cached keys and values, as ggml's CPU flash attention computes
+/// it for an F16 cache: q rounded to f16, each score a `ggml_vec_dot_f16`, an online softmax
+/// whose running V sum is kept in f16 (rescaled when the maximum moves), divided by the running
+/// sum at the end. Compiled for AVX2 and FMA where the CPU has them (the f16 roundings and the
+/// multiply-adds vectorize; a scalar `mul_add` without FMA is a library call per element); the
+/// results are the same either way.
+fn attend(q: &[f32], cache: &HeadCache<'_>, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if ggufy_quant::simd::level() == ggufy_quant::simd::Level::Avx2 {
         // SAFETY: Level::Avx2 is only chosen when the CPU reports AVX2 and FMA.
-        unsafe { attend_fma(q, kc, vc, row, off, len, kq_scale, out) };
+        unsafe { attend_fma(q, cache, out) };
         return;
     }
-    attend_body(q, kc, vc, row, off, len, kq_scale, out);
+    attend_body(q, cache, out);
 }
 
 /// [`attend`] compiled with AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn attend_fma(
-    q: &[f32],
-    kc: &[f32],
-    vc: &[f32],
-    row: usize,
-    off: usize,
-    len: usize,
-    kq_scale: f32,
-    out: &mut [f32],
-) {
-    attend_body(q, kc, vc, row, off, len, kq_scale, out);
+unsafe fn attend_fma(q: &[f32], cache: &HeadCache<'_>, out: &mut [f32]) {
+    attend_body(q, cache, out);
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn attend_body(
-    q: &[f32],
-    kc: &[f32],
-    vc: &[f32],
-    row: usize,
-    off: usize,
-    len: usize,
-    kq_scale: f32,
-    out: &mut [f32],
-) {
+fn attend_body(q: &[f32], cache: &HeadCache<'_>, out: &mut [f32]) {
+    let &HeadCache {
+        k: kc,
+        v: vc,
+        row,
+        off,
+        len,
+        kq_scale,
+    } = cache;
     let hd = q.len();
     let qh: Vec<f32> = q.iter().map(|&a| round_f16(a)).collect();
     let mut vkq = vec![0f32; out.len()];
