@@ -672,7 +672,7 @@ impl<'m, 'a> Session<'m, 'a> {
     }
 
     /// The model's RoPE rotation at `pos` ([`rope_rotation`] with the file's frequency factors).
-    fn rope_rotation(&self, pos: usize, out: &mut Vec<(f32, f32)>) {
+    fn rope_rotation(&self, pos: usize) -> Vec<(f32, f32)> {
         let hp = &self.model.hp;
         let factors = match (&self.model.rope_long, &self.model.rope_short) {
             (Some(long), Some(short)) => Some(if self.n_ctx > hp.n_ctx_orig {
@@ -682,7 +682,7 @@ impl<'m, 'a> Session<'m, 'a> {
             }),
             _ => self.model.rope_freqs.as_ref(),
         };
-        rope_rotation(hp, factors.map(Vec::as_slice), pos, out);
+        rope_rotation(hp, factors.map(Vec::as_slice), pos)
     }
 
     /// Evaluates `tokens` at the next positions; returns the logits after the last one. Tokens
@@ -761,13 +761,8 @@ impl<'m, 'a> Session<'m, 'a> {
         let prescale = matches!(hp.arch, Arch::Phi3 | Arch::Gemma);
         let q_scale = 1.0 / (hd as f32).sqrt();
         let row = nkv * hd;
-        let rotations: Vec<Vec<(f32, f32)>> = (0..n)
-            .map(|t| {
-                let mut r = Vec::new();
-                self.rope_rotation(pos0 + t, &mut r);
-                r
-            })
-            .collect();
+        let rotations: Vec<Vec<(f32, f32)>> =
+            (0..n).map(|t| self.rope_rotation(pos0 + t)).collect();
         for (li, layer) in m.layers.iter().enumerate() {
             for (xr, hr) in x.chunks_exact(e).zip(h.chunks_exact_mut(e)) {
                 rms_norm(xr, &layer.attn_norm, hp.rms_eps, hr);
@@ -906,20 +901,18 @@ impl<'m, 'a> Session<'m, 'a> {
 /// CPU (its angle recurrence, frequency factors, linear and YaRN scaling, normal or NeoX pairs
 /// by architecture); `factors` are the file's per-pair frequency factors, if any.
 pub fn rope(hp: &Hparams, factors: Option<&[f32]>, v: &mut [f32], pos: usize) {
-    let mut rotation = Vec::new();
-    rope_rotation(hp, factors, pos, &mut rotation);
-    rope_apply(hp, &rotation, v);
+    rope_apply(hp, &rope_rotation(hp, factors, pos), v);
 }
 
 /// The (cos, sin) pairs, attention factor included, that rotate every head at position `pos`:
 /// computed once per token and pass rather than once per head and layer (the `sin_cos` calls
 /// were a tenth of a decode step's serial work).
-fn rope_rotation(hp: &Hparams, factors: Option<&[f32]>, pos: usize, out: &mut Vec<(f32, f32)>) {
+fn rope_rotation(hp: &Hparams, factors: Option<&[f32]>, pos: usize) -> Vec<(f32, f32)> {
     let n_rot = hp.n_rot;
     let theta_scale = hp.rope_base.powf(-2.0 / n_rot as f32);
     let mscale = hp.rope_attn_factor;
     let mut theta = pos as f32;
-    out.clear();
+    let mut out = Vec::with_capacity(n_rot / 2);
     for i in 0..n_rot / 2 {
         let ff = factors.map_or(1.0, |f| f[i]);
         let (angle, m) = match &hp.yarn {
@@ -930,6 +923,7 @@ fn rope_rotation(hp: &Hparams, factors: Option<&[f32]>, pos: usize, out: &mut Ve
         out.push((c * m, s * m));
         theta *= theta_scale;
     }
+    out
 }
 
 /// Rotates one head's vector by a [`rope_rotation`].

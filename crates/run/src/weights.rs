@@ -463,17 +463,16 @@ impl<'a> Matrix<'a> {
     fn rows_multi(&self, first: usize, acts: &[Activation], out: &mut [f32], level: Level) -> bool {
         let len = out.len() / acts.len().max(1);
         if let Some((p, n)) = self.packed_prefix(first, len) {
+            // The codes, and the block sums where the activations are Q8_0 (Q8_K has its own).
+            let mut sums: Vec<&BlockSums> = Vec::new();
             let a: Option<Vec<&[u8]>> = acts
                 .iter()
                 .map(|a| match a {
-                    Activation::Q8_0(v, _) | Activation::Q8K(v) => Some(v.as_slice()),
-                    _ => None,
-                })
-                .collect();
-            let sums: Vec<&BlockSums> = acts
-                .iter()
-                .filter_map(|a| match a {
-                    Activation::Q8_0(_, s) => Some(s),
+                    Activation::Q8_0(v, s) => {
+                        sums.push(s);
+                        Some(v.as_slice())
+                    }
+                    Activation::Q8K(v) => Some(v.as_slice()),
                     _ => None,
                 })
                 .collect();
