@@ -5,7 +5,9 @@
 
 use ggufy_gguf::GgmlType;
 
-use crate::dot::{BlockFormat, BlockQ4_0, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_0, dot_f16};
+use crate::dot::{
+    BlockFormat, BlockQ4_0, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockSums, dot_f16,
+};
 use crate::simd::Level;
 
 /// Which implementation runs a kernel. All give the same bits; the choice is speed only. A
@@ -72,18 +74,23 @@ impl Kernel {
     }
 }
 
-/// `out[i]` = row `i` of `w` (rows of `row_bytes`) · `act`, a Q8_0 activation row, for Q4_0 and
-/// Q8_0 weights. Returns false (and leaves `out` alone) for other types.
+/// `out[i]` = row `i` of `w` (rows of `row_bytes`) · `act`, a Q8_0 activation row with its
+/// [`BlockSums`] `sums`, for Q4_0 and Q8_0 weights. Returns false (and leaves `out` alone) for
+/// other types or sums that do not cover the row.
 pub fn q8_0_partner_rows(
     ty: GgmlType,
     w: &[u8],
     row_bytes: usize,
     act: &[u8],
+    sums: &BlockSums,
     out: &mut [f32],
     kernel: Kernel,
 ) -> bool {
     let kernel = kernel.usable();
-    if !matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0) || w.len() < out.len() * row_bytes {
+    if !matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0)
+        || w.len() < out.len() * row_bytes
+        || sums.blocks() < row_bytes / ty.type_size() as usize
+    {
         return false;
     }
     #[cfg(target_arch = "x86_64")]
@@ -96,9 +103,9 @@ pub fn q8_0_partner_rows(
         // were checked above.
         unsafe {
             match (ty, wide) {
-                (GgmlType::Q4_0, true) => x86::rows_q4_0_vnni(w, row_bytes, act, out),
+                (GgmlType::Q4_0, true) => x86::rows_q4_0_vnni(w, row_bytes, act, sums, out),
                 (GgmlType::Q4_0, false) => x86::rows_q8_0_partner::<true>(w, row_bytes, act, out),
-                (_, true) => x86::rows_q8_0_vnni(w, row_bytes, act, out),
+                (_, true) => x86::rows_q8_0_vnni(w, row_bytes, act, sums, out),
                 (_, false) => x86::rows_q8_0_partner::<false>(w, row_bytes, act, out),
             }
         }
@@ -141,6 +148,7 @@ pub fn q8_0_partner_rows_multi(
     w: &[u8],
     row_bytes: usize,
     acts: &[&[u8]],
+    sums: &[&BlockSums],
     outs: &mut [&mut [f32]],
     kernel: Kernel,
 ) -> bool {
@@ -150,6 +158,10 @@ pub fn q8_0_partner_rows_multi(
         || acts.is_empty()
         || acts.len() > MAX_TOKENS
         || acts.len() != outs.len()
+        || sums.len() != acts.len()
+        || sums
+            .iter()
+            .any(|s| s.blocks() < row_bytes / ty.type_size() as usize)
         || outs.iter().any(|o| o.len() != n)
         || w.len() < n * row_bytes
     {
@@ -161,13 +173,14 @@ pub fn q8_0_partner_rows_multi(
             ($t:literal) => {{
                 let a: &[&[u8]; $t] = acts.try_into().expect("length checked");
                 let o: &mut [&mut [f32]; $t] = outs.try_into().expect("length checked");
+                let s: &[&BlockSums; $t] = sums.try_into().expect("length checked");
                 // SAFETY: `Kernel::Avx512Vnni` is chosen only on CPUs with its features, the
                 // functions' target features; lengths were checked above.
                 unsafe {
                     if ty == GgmlType::Q4_0 {
-                        x86::rows_q4_0_vnni_multi::<$t>(w, row_bytes, a, o)
+                        x86::rows_q4_0_vnni_multi::<$t>(w, row_bytes, a, s, o)
                     } else {
-                        x86::rows_q8_0_vnni_multi::<$t>(w, row_bytes, a, o)
+                        x86::rows_q8_0_vnni_multi::<$t>(w, row_bytes, a, s, o)
                     }
                 }
             }};
@@ -180,8 +193,8 @@ pub fn q8_0_partner_rows_multi(
         }
         return true;
     }
-    for (a, o) in acts.iter().zip(outs.iter_mut()) {
-        q8_0_partner_rows(ty, w, row_bytes, a, o, kernel);
+    for ((a, s), o) in acts.iter().zip(sums).zip(outs.iter_mut()) {
+        q8_0_partner_rows(ty, w, row_bytes, a, s, o, kernel);
     }
     true
 }
@@ -691,12 +704,18 @@ pub(crate) mod x86 {
     ///
     /// # Safety
     /// The CPU must have AVX2, FMA, F16C and AVX-512 F/BW/VL/VNNI; `w` must hold `out.len()`
-    /// rows of `row_bytes`, and `8 · row_bytes < 2³¹`.
+    /// rows of `row_bytes`, and `8 · row_bytes < 2³¹`; `sums` are `act`'s (as many blocks).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    pub unsafe fn rows_q4_0_vnni(w: &[u8], row_bytes: usize, act: &[u8], out: &mut [f32]) {
+    pub unsafe fn rows_q4_0_vnni(
+        w: &[u8],
+        row_bytes: usize,
+        act: &[u8],
+        sums: &BlockSums,
+        out: &mut [f32],
+    ) {
         // The one-token case of the batched kernel: the same operations, so the same bits.
         // SAFETY: the caller upholds the batched kernel's contract for one activation.
-        unsafe { rows_q4_0_vnni_multi::<1>(w, row_bytes, &[act], &mut [out]) }
+        unsafe { rows_q4_0_vnni_multi::<1>(w, row_bytes, &[act], &[sums], &mut [out]) }
     }
 
     /// [`rows_q4_0_vnni`] for `T` activation rows: each block of the eight weight rows is
@@ -709,12 +728,11 @@ pub(crate) mod x86 {
         w: &[u8],
         row_bytes: usize,
         acts: &[&[u8]; T],
+        sums: &[&BlockSums; T],
         outs: &mut [&mut [f32]; T],
     ) {
         let n = outs[0].len();
         let blocks = acts.iter().fold(row_bytes / 18, |m, a| m.min(a.len() / 34));
-        let sums: [BlockSums; T] =
-            std::array::from_fn(|t| BlockSums::of_q8_0(&acts[t][..34 * blocks]));
         let rb = row_bytes as i32;
         let rows = _mm256_setr_epi32(0, rb, 2 * rb, 3 * rb, 4 * rb, 5 * rb, 6 * rb, 7 * rb);
         let m4 = _mm512_set1_epi8(0x0F);
@@ -788,12 +806,11 @@ pub(crate) mod x86 {
         w: &[u8],
         row_bytes: usize,
         acts: &[&[u8]; T],
+        sums: &[&BlockSums; T],
         outs: &mut [&mut [f32]; T],
     ) {
         let n = outs[0].len();
         let blocks = acts.iter().fold(row_bytes / 34, |m, a| m.min(a.len() / 34));
-        let sums: [BlockSums; T] =
-            std::array::from_fn(|t| BlockSums::of_q8_0(&acts[t][..34 * blocks]));
         let rb = row_bytes as i32;
         let rows = _mm256_setr_epi32(0, 2 * rb, 4 * rb, 6 * rb, rb, 3 * rb, 5 * rb, 7 * rb);
         let unshuffle = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
@@ -914,10 +931,16 @@ pub(crate) mod x86 {
     /// # Safety
     /// As [`rows_q4_0_vnni`].
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    pub unsafe fn rows_q8_0_vnni(w: &[u8], row_bytes: usize, act: &[u8], out: &mut [f32]) {
+    pub unsafe fn rows_q8_0_vnni(
+        w: &[u8],
+        row_bytes: usize,
+        act: &[u8],
+        sums: &BlockSums,
+        out: &mut [f32],
+    ) {
         // The one-token case of the batched kernel: the same operations, so the same bits.
         // SAFETY: the caller upholds the batched kernel's contract for one activation.
-        unsafe { rows_q8_0_vnni_multi::<1>(w, row_bytes, &[act], &mut [out]) }
+        unsafe { rows_q8_0_vnni_multi::<1>(w, row_bytes, &[act], &[sums], &mut [out]) }
     }
 
     /// [`crate::dot::dot_f16`] with AVX-512: ggml's four 16-lane accumulators as they are, and

@@ -3,7 +3,7 @@
 //! rows mixed with edge values (zeros, ties, huge and subnormal scales, infinities).
 
 use ggufy_gguf::GgmlType;
-use ggufy_quant::dot::{ActQ8_0, ActivationFormat, dot_f16, quantize_q8_0_activation};
+use ggufy_quant::dot::{ActQ8_0, ActivationFormat, BlockSums, dot_f16, quantize_q8_0_activation};
 use ggufy_quant::dot::{ActQ8_K, BlockFormat, BlockQ4_K, BlockQ5_K, BlockQ6_K, dot_f16_tiled};
 use ggufy_quant::matvec::{
     Kernel, MAX_TOKENS, f16_rows, f16_rows_multi, f16_rows_tiled, nf4_rows, q4_k_rows, q5_k_rows,
@@ -83,18 +83,22 @@ fn check_quantized(ty: GgmlType, rows: usize, w: &[f32], x: &[f32]) -> Result<()
     }
     let mut act = vec![0u8; cols / 32 * 34];
     ActQ8_0::quantize_row(x, &mut act).unwrap();
+    let sums = BlockSums::of_q8_0(&act);
     let mut plain = vec![0f32; rows];
     prop_assert!(q8_0_partner_rows(
         ty,
         &wq,
         row_bytes,
         &act,
+        &sums,
         &mut plain,
         Kernel::Scalar
     ));
     for k in Kernel::available() {
         let mut fast = vec![0f32; rows];
-        prop_assert!(q8_0_partner_rows(ty, &wq, row_bytes, &act, &mut fast, k));
+        prop_assert!(q8_0_partner_rows(
+            ty, &wq, row_bytes, &act, &sums, &mut fast, k
+        ));
         prop_assert_eq!(bits(&fast), bits(&plain), "{} {:?}", ty, k);
     }
     Ok(())
@@ -139,11 +143,12 @@ proptest! {
         }
         let mut act = vec![0u8; blocks * 34];
         ActQ8_0::quantize_row(&x[..cols], &mut act).unwrap();
+        let sums = BlockSums::of_q8_0(&act);
         let mut plain = vec![0f32; rows];
-        q8_0_partner_rows(GgmlType::Q8_0, &wq, row_bytes, &act, &mut plain, Kernel::Scalar);
+        q8_0_partner_rows(GgmlType::Q8_0, &wq, row_bytes, &act, &sums, &mut plain, Kernel::Scalar);
         for k in Kernel::available() {
             let mut fast = vec![0f32; rows];
-            q8_0_partner_rows(GgmlType::Q8_0, &wq, row_bytes, &act, &mut fast, k);
+            q8_0_partner_rows(GgmlType::Q8_0, &wq, row_bytes, &act, &sums, &mut fast, k);
             prop_assert_eq!(bits(&fast), bits(&plain), "{:?}", k);
         }
     }
@@ -274,13 +279,17 @@ proptest! {
                 })
                 .collect();
             let act_refs: Vec<&[u8]> = acts.iter().map(Vec::as_slice).collect();
+            let sums: Vec<BlockSums> = acts.iter().map(|a| BlockSums::of_q8_0(a)).collect();
+            let sum_refs: Vec<&BlockSums> = sums.iter().collect();
             for k in Kernel::available() {
                 let mut outs = vec![vec![0f32; rows]; tokens];
                 let mut out_refs: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
-                prop_assert!(q8_0_partner_rows_multi(ty, &wq, row_bytes, &act_refs, &mut out_refs, k));
-                for (a, got) in acts.iter().zip(&outs) {
+                prop_assert!(q8_0_partner_rows_multi(
+                    ty, &wq, row_bytes, &act_refs, &sum_refs, &mut out_refs, k
+                ));
+                for ((a, s), got) in acts.iter().zip(&sums).zip(&outs) {
                     let mut want = vec![0f32; rows];
-                    q8_0_partner_rows(ty, &wq, row_bytes, a, &mut want, Kernel::Scalar);
+                    q8_0_partner_rows(ty, &wq, row_bytes, a, s, &mut want, Kernel::Scalar);
                     prop_assert_eq!(bits(got), bits(&want), "{} {:?}", ty, k);
                 }
             }
@@ -406,11 +415,23 @@ proptest! {
 #[test]
 fn other_types_are_left_to_the_caller() {
     let mut out = [0f32; 1];
+    let sums = BlockSums::of_q8_0(&[0; 34]);
     assert!(!q8_0_partner_rows(
         GgmlType::Q5_0,
         &[0; 22],
         22,
         &[0; 34],
+        &sums,
+        &mut out,
+        Kernel::Scalar
+    ));
+    // Sums that do not cover the row.
+    assert!(!q8_0_partner_rows(
+        GgmlType::Q8_0,
+        &[0; 68],
+        68,
+        &[0; 68],
+        &sums,
         &mut out,
         Kernel::Scalar
     ));

@@ -118,7 +118,7 @@ proptest! {
         for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
             let wq = weights(ty, rows, cols, &w, seed);
             check_packed(ty, &wq, rows, &acts, start_group, |w, rb, a, out| {
-                q8_0_partner_rows(ty, w, rb, a, out, Kernel::Scalar);
+                q8_0_partner_rows(ty, w, rb, a, &BlockSums::of_q8_0(a), out, Kernel::Scalar);
             })?;
         }
     }

@@ -425,8 +425,8 @@ impl<'a> Matrix<'a> {
         let w = &self.bytes()[first * rb..];
         let kernel = Kernel::best(level);
         match (self.storage, act) {
-            (Storage::Ggml(ty @ (GgmlType::Q4_0 | GgmlType::Q8_0)), Activation::Q8_0(a, _))
-                if matvec::q8_0_partner_rows(ty, w, rb, a, out, kernel) =>
+            (Storage::Ggml(ty @ (GgmlType::Q4_0 | GgmlType::Q8_0)), Activation::Q8_0(a, sums))
+                if matvec::q8_0_partner_rows(ty, w, rb, a, sums, out, kernel) =>
             {
                 return;
             }
@@ -496,14 +496,16 @@ impl<'a> Matrix<'a> {
         let mut outs: Vec<&mut [f32]> = out.chunks_exact_mut(len).collect();
         match self.storage {
             Storage::Ggml(ty @ (GgmlType::Q4_0 | GgmlType::Q8_0)) => {
-                let a: Option<Vec<&[u8]>> = acts
+                let a: Option<(Vec<&[u8]>, Vec<&BlockSums>)> = acts
                     .iter()
                     .map(|a| match a {
-                        Activation::Q8_0(v, _) => Some(v.as_slice()),
+                        Activation::Q8_0(v, s) => Some((v.as_slice(), s)),
                         _ => None,
                     })
                     .collect();
-                a.is_some_and(|a| matvec::q8_0_partner_rows_multi(ty, w, rb, &a, &mut outs, kernel))
+                a.is_some_and(|(a, s)| {
+                    matvec::q8_0_partner_rows_multi(ty, w, rb, &a, &s, &mut outs, kernel)
+                })
             }
             Storage::Ggml(GgmlType::F16) => {
                 let x: Option<Vec<&[f32]>> = acts
