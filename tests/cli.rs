@@ -220,6 +220,22 @@ fn exit_codes() {
     assert_eq!(ggufy(&["--version"]).status.code(), Some(0));
     let dir = ggufy(&["inspect", fixtures().to_str().unwrap()]);
     assert_eq!(dir.status.code(), Some(1));
+    // A SIMD cap that names nothing is refused, not ignored.
+    let model = fixtures().join("gguf/tiny-llama-f16.gguf");
+    let model = model.to_str().unwrap();
+    let capped = |v: &str| {
+        Command::new(env!("CARGO_BIN_EXE_ggufy"))
+            .args(["inspect", model])
+            .env("GGUFY_SIMD", v)
+            .output()
+            .unwrap()
+    };
+    let bad = capped("avx9");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("GGUFY_SIMD"));
+    for ok in ["avx2", "AVXVNNI", "scalar", "native", ""] {
+        assert_eq!(capped(ok).status.code(), Some(0), "GGUFY_SIMD={ok}");
+    }
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Same input and flags, same bytes: `convert` and `quantize` outputs, and `run`'s tokens and
 //! `perplexity`'s numbers, are identical at 1, 2 and 7 threads and with every SIMD path turned
-//! off (`GGUFY_FORCE_SCALAR=1`, the scalar references). Users pin SHA-256 sums of quantized
-//! files; a thread count or a CPU must not change them.
+//! off (`GGUFY_FORCE_SCALAR=1`, the scalar references); `run` and `perplexity` also with the
+//! kernels of CPUs without AVX-512 (`GGUFY_SIMD=avx2`, `avxvnni`). Users pin SHA-256 sums of
+//! quantized files; a thread count or a CPU must not change them.
 
 mod common;
 
@@ -14,13 +15,25 @@ use serde_json::Value as Json;
 /// The settings every output must be identical under: (threads, SIMD forced off).
 const SETTINGS: [(&str, bool); 4] = [("1", false), ("2", false), ("7", false), ("2", true)];
 
+/// More settings for the runner, whose kernels (unlike the quantizers') differ by CPU:
+/// (threads, `GGUFY_SIMD`). On CPUs without the instructions the cap changes nothing.
+const RUNNER_CAPS: [(&str, &str); 2] = [("2", "avx2"), ("3", "avxvnni")];
+
 fn run_with(args: &[&str], threads: &str, scalar: bool) -> Output {
+    run_capped(args, threads, if scalar { "scalar" } else { "native" })
+}
+
+/// `args` at `threads` threads with `GGUFY_SIMD=simd` (`scalar` through `GGUFY_FORCE_SCALAR`,
+/// the documented switch).
+fn run_capped(args: &[&str], threads: &str, simd: &str) -> Output {
     let mut c = ggufy_cmd(args);
     c.args(["--threads", threads]);
-    if scalar {
+    c.env_remove("GGUFY_SIMD");
+    if simd == "scalar" {
         c.env("GGUFY_FORCE_SCALAR", "1");
     } else {
         c.env_remove("GGUFY_FORCE_SCALAR");
+        c.env("GGUFY_SIMD", simd);
     }
     let o = c.output().unwrap();
     assert!(o.status.success(), "{args:?}: {}", stderr(&o));
@@ -182,16 +195,20 @@ fn run_and_perplexity_results_are_identical_at_any_thread_count_and_without_simd
                 "--json",
             ],
         ];
+        let settings = SETTINGS
+            .iter()
+            .map(|&(t, scalar)| (t, if scalar { "scalar" } else { "native" }))
+            .chain(RUNNER_CAPS);
         for args in &jobs {
             let mut first: Option<Json> = None;
-            for (threads, scalar) in SETTINGS {
-                let o = run_with(args, threads, scalar);
+            for (threads, simd) in settings.clone() {
+                let o = run_capped(args, threads, simd);
                 let doc = without_timings(serde_json::from_slice(&o.stdout).unwrap());
                 match &first {
                     None => first = Some(doc),
                     Some(f) => assert_eq!(
                         *f, doc,
-                        "{args:?}: differs at {threads} threads (scalar: {scalar})"
+                        "{args:?}: differs at {threads} threads (GGUFY_SIMD={simd})"
                     ),
                 }
             }

@@ -151,6 +151,13 @@ pub(crate) fn pack_weights(
 fn main() -> ExitCode {
     signals::install();
     let cli = Cli::parse();
+    if let Ok(v) = std::env::var("GGUFY_SIMD")
+        && ggufy_quant::simd::Cap::parse(&v).is_none()
+    {
+        // A usage error, as clap's are: the run would not use what the user asked for.
+        eprintln!("error: GGUFY_SIMD={v:?}: expected scalar, avx2, avxvnni or native");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(&args),
         Command::Convert(args) => convert::run(&args),

@@ -8,6 +8,8 @@ use ggufy_gguf::GgmlType;
 use crate::dot::{
     BlockFormat, BlockQ4_0, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockSums, dot_f16,
 };
+#[cfg(target_arch = "x86_64")]
+use crate::simd::Cap;
 use crate::simd::Level;
 
 /// Which implementation runs a kernel. All give the same bits; the choice is speed only. A
@@ -18,6 +20,9 @@ pub enum Kernel {
     Scalar,
     /// x86-64 AVX2 (with FMA and F16C).
     Avx2,
+    /// x86-64 AVX2 with AVX-VNNI (256-bit VNNI: CPUs without AVX-512, such as Intel's since
+    /// Alder Lake); only the packed Q4_0/Q8_0 kernels use VNNI, the rest run as [`Kernel::Avx2`].
+    AvxVnni,
     /// x86-64 AVX-512 with VNNI (plus AVX2, FMA and F16C).
     Avx512Vnni,
     /// AArch64 NEON (Q4_0, Q8_0, Q4_K and Q6_K; other formats use the references there).
@@ -29,7 +34,11 @@ impl Kernel {
     pub fn best(level: Level) -> Kernel {
         let k = match level {
             #[cfg(target_arch = "x86_64")]
-            Level::Avx2 if x86::has_avx512_vnni() => Kernel::Avx512Vnni,
+            Level::Avx2 if x86::has_avx512_vnni() && crate::simd::cap() > Cap::AvxVnni => {
+                Kernel::Avx512Vnni
+            }
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 if x86::has_avx_vnni() && crate::simd::cap() > Cap::Avx2 => Kernel::AvxVnni,
             Level::Avx2 => Kernel::Avx2,
             Level::Neon => Kernel::Neon,
             Level::Scalar => Kernel::Scalar,
@@ -42,6 +51,7 @@ impl Kernel {
         [
             Kernel::Scalar,
             Kernel::Avx2,
+            Kernel::AvxVnni,
             Kernel::Avx512Vnni,
             Kernel::Neon,
         ]
@@ -50,16 +60,21 @@ impl Kernel {
         .collect()
     }
 
-    /// Whether this CPU has the kernel's instructions (and `GGUFY_FORCE_SCALAR` is not set).
+    /// Whether this CPU has the kernel's instructions and [`crate::simd::cap`] allows them.
     pub fn runs_here(self) -> bool {
-        static HERE: std::sync::OnceLock<[bool; 4]> = std::sync::OnceLock::new();
+        static HERE: std::sync::OnceLock<[bool; 5]> = std::sync::OnceLock::new();
         let here = HERE.get_or_init(|| {
             let level = crate::simd::level();
+            let cap = crate::simd::cap();
             #[cfg(target_arch = "x86_64")]
-            let wide = level == Level::Avx2 && x86::has_avx512_vnni();
+            let (vnni, wide) = (
+                level == Level::Avx2 && x86::has_avx_vnni() && cap > Cap::Avx2,
+                level == Level::Avx2 && x86::has_avx512_vnni() && cap > Cap::AvxVnni,
+            );
             #[cfg(not(target_arch = "x86_64"))]
-            let wide = false;
-            [true, level == Level::Avx2, wide, level == Level::Neon]
+            let (vnni, wide) = (false, false);
+            let _ = cap;
+            [true, level == Level::Avx2, vnni, wide, level == Level::Neon]
         });
         here[self as usize]
     }
@@ -301,7 +316,7 @@ pub fn f16_rows_tiled(w: &[u8], xs: &[&[f32]], outs: &mut [&mut [f32]], kernel: 
     #[cfg(target_arch = "x86_64")]
     let n = outs.first().map_or(0, |o| o.len());
     #[cfg(target_arch = "x86_64")]
-    if kernel == Kernel::Avx512Vnni
+    if kernel != Kernel::Scalar
         && cols.is_multiple_of(16)
         && n.is_multiple_of(4)
         && !xs.is_empty()
@@ -313,9 +328,17 @@ pub fn f16_rows_tiled(w: &[u8], xs: &[&[f32]], outs: &mut [&mut [f32]], kernel: 
     {
         for r in (0..n).step_by(4) {
             let mut res = [[0f32; MAX_TOKENS]; 4];
-            // SAFETY: `Kernel::Avx512Vnni` is chosen only on CPUs with its features; rows
-            // r..r+4 are within `w` and every activation has `cols` values.
-            unsafe { x86::dot_f16_tiled_4rows(&w[2 * cols * r..2 * cols * (r + 4)], xs, &mut res) };
+            let rows = &w[2 * cols * r..2 * cols * (r + 4)];
+            // SAFETY: the vector kernels are chosen only on CPUs with their features (AVX-512
+            // for `Avx512Vnni`, AVX2, FMA and F16C for the others); rows r..r+4 are within `w`
+            // and every activation has `cols` values, a multiple of 16.
+            unsafe {
+                if kernel == Kernel::Avx512Vnni {
+                    x86::dot_f16_tiled_4rows(rows, xs, &mut res)
+                } else {
+                    x86::dot_f16_tiled_4rows_avx2(rows, xs, &mut res)
+                }
+            };
             for (t, o) in outs.iter_mut().enumerate() {
                 for k in 0..4 {
                     o[r + k] = res[k][t];
@@ -336,7 +359,7 @@ pub fn f16_rows_tiled(w: &[u8], xs: &[&[f32]], outs: &mut [&mut [f32]], kernel: 
 pub fn q5_k_rows(w: &[u8], row_bytes: usize, act: &[u8], out: &mut [f32], kernel: Kernel) {
     let kernel = kernel.usable();
     #[cfg(target_arch = "x86_64")]
-    if matches!(kernel, Kernel::Avx2 | Kernel::Avx512Vnni) {
+    if matches!(kernel, Kernel::Avx2 | Kernel::AvxVnni | Kernel::Avx512Vnni) {
         for (o, r) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
             // SAFETY: both x86 vector kernels run only on CPUs with AVX2, FMA and F16C.
             *o = unsafe { x86::dot_q5_k(r, act) };
@@ -639,6 +662,12 @@ pub(crate) mod x86 {
     /// How far ahead of the weights being read the streaming kernels ask for lines: measured
     /// best on a 2-core AVX-512 VM (1024 bytes left ~5% of decode speed, 4096 no better).
     pub(crate) const PREFETCH_BYTES: usize = 2048;
+
+    /// AVX-VNNI besides AVX2: the 256-bit VNNI packed kernels' requirement.
+    pub fn has_avx_vnni() -> bool {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *HAS.get_or_init(|| is_x86_feature_detected!("avxvnni"))
+    }
 
     /// AVX-512 with VNNI (and BW, VL) besides AVX2: the wide kernels' requirements.
     pub fn has_avx512_vnni() -> bool {
@@ -1106,6 +1135,58 @@ pub(crate) mod x86 {
         for r in 0..4 {
             for t in 0..nt {
                 out[r][t] = reduce16_512(acc[r][t]);
+            }
+        }
+    }
+
+    /// [`dot_f16_tiled_4rows`] with AVX2: the same sixteen lanes per row and token, kept as
+    /// two halves of eight, each half a pass over the rows for two tokens at a time (eight
+    /// accumulators, so nothing spills), then [`crate::dot::reduce16`]'s order. The rows are
+    /// read again from L1 for every pass.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C; otherwise as [`dot_f16_tiled_4rows`].
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_f16_tiled_4rows_avx2(w: &[u8], xs: &[&[f32]], out: &mut [[f32; 4]; 4]) {
+        let nt = xs.len().min(4);
+        let cols = xs[0].len();
+        let mut lanes = [[[0f32; 16]; 4]; 4];
+        for pair in (0..nt).step_by(2) {
+            let two = nt - pair >= 2;
+            for h in 0..2 {
+                let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+                for l in (8 * h..cols).step_by(16) {
+                    // SAFETY: l + 8 <= cols (cols is a multiple of 16) for each of the four
+                    // rows and every activation.
+                    unsafe {
+                        let wv: [__m256; 4] = std::array::from_fn(|r| {
+                            _mm256_cvtph_ps(_mm_loadu_si128(
+                                w.as_ptr().add(2 * (r * cols + l)).cast(),
+                            ))
+                        });
+                        let x0 = _mm256_loadu_ps(xs[pair].as_ptr().add(l));
+                        for r in 0..4 {
+                            acc[r][0] = _mm256_fmadd_ps(wv[r], x0, acc[r][0]);
+                        }
+                        if two {
+                            let x1 = _mm256_loadu_ps(xs[pair + 1].as_ptr().add(l));
+                            for r in 0..4 {
+                                acc[r][1] = _mm256_fmadd_ps(wv[r], x1, acc[r][1]);
+                            }
+                        }
+                    }
+                }
+                for (r, a) in acc.iter().enumerate() {
+                    for (k, v) in a.iter().enumerate().take(if two { 2 } else { 1 }) {
+                        // SAFETY: lanes 8h..8h + 8 of a 16-lane array.
+                        unsafe { _mm256_storeu_ps(lanes[r][pair + k].as_mut_ptr().add(8 * h), *v) };
+                    }
+                }
+            }
+        }
+        for r in 0..4 {
+            for t in 0..nt {
+                out[r][t] = crate::dot::reduce16(&lanes[r][t]);
             }
         }
     }

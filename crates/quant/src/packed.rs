@@ -322,7 +322,47 @@ impl PackedRows {
             self.scalar_rows(first + whole * GROUP, acts, outs, whole * GROUP);
             return true;
         }
-        let _ = (kernel, whole);
+        let k = kernel.usable();
+        #[cfg(target_arch = "x86_64")]
+        if matches!(k, Kernel::Avx2 | Kernel::AvxVnni) && self.ty != GgmlType::Q6_K {
+            let w = &self.data()[first / GROUP * self.group_bytes()..];
+            macro_rules! go {
+                ($t:literal, $split:literal) => {{
+                    let a: &[&[u8]; $t] = acts.try_into().expect("length checked");
+                    let o: &mut [&mut [f32]; $t] = outs.try_into().expect("length checked");
+                    let s: &[&BlockSums; $t] = sums.try_into().expect("length checked");
+                    let (q4, b) = (self.ty == GgmlType::Q4_0, self.blocks);
+                    // SAFETY: `Kernel::Avx2` runs only on CPUs with AVX2, FMA and F16C,
+                    // `Kernel::AvxVnni` only on those with AVX-VNNI too (the functions' target
+                    // features); the lengths are as for the AVX-512 kernels (checked above).
+                    unsafe {
+                        match (q4, k == Kernel::AvxVnni) {
+                            (true, false) => {
+                                x86::groups_avx2::<true, $t, $split>(w, whole, b, a, s, o)
+                            }
+                            (false, false) => {
+                                x86::groups_avx2::<false, $t, $split>(w, whole, b, a, s, o)
+                            }
+                            (true, true) => {
+                                x86::groups_avx_vnni::<true, $t, $split>(w, whole, b, a, s, o)
+                            }
+                            (false, true) => {
+                                x86::groups_avx_vnni::<false, $t, $split>(w, whole, b, a, s, o)
+                            }
+                        }
+                    }
+                }};
+            }
+            match acts.len() {
+                1 => go!(1, false),
+                2 => go!(2, false),
+                3 => go!(3, true),
+                _ => go!(4, true),
+            }
+            self.scalar_rows(first + whole * GROUP, acts, outs, whole * GROUP);
+            return true;
+        }
+        let _ = (k, whole);
         self.scalar_rows(first, acts, outs, 0);
         true
     }
@@ -432,6 +472,181 @@ mod x86 {
             }
         }
     }
+    /// The packed groups against `T` Q8_0 activations with AVX2 (no VNNI): as [`groups_256`].
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C; otherwise as [`groups`].
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn groups_avx2<const Q4: bool, const T: usize, const SPLIT: bool>(
+        w: &[u8],
+        groups: usize,
+        blocks: usize,
+        acts: &[&[u8]; T],
+        sums: &[&BlockSums; T],
+        outs: &mut [&mut [f32]; T],
+    ) {
+        // SAFETY: the caller's contract is `groups_256`'s, and the features are enabled here.
+        unsafe { groups_256::<Q4, T, SPLIT, false>(w, groups, blocks, acts, sums, outs) }
+    }
+
+    /// The packed groups against `T` Q8_0 activations with AVX-VNNI (256-bit `vpdpbusd`, on
+    /// CPUs without AVX-512: Intel's since Alder Lake, AMD's Zen 5): as [`groups_256`].
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA, F16C and AVX-VNNI; otherwise as [`groups`].
+    #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+    pub unsafe fn groups_avx_vnni<const Q4: bool, const T: usize, const SPLIT: bool>(
+        w: &[u8],
+        groups: usize,
+        blocks: usize,
+        acts: &[&[u8]; T],
+        sums: &[&BlockSums; T],
+        outs: &mut [&mut [f32]; T],
+    ) {
+        // SAFETY: the caller's contract is `groups_256`'s, and the features are enabled here.
+        unsafe { groups_256::<Q4, T, SPLIT, true>(w, groups, blocks, acts, sums, outs) }
+    }
+
+    /// [`groups`] with 256-bit vectors: each 64-byte line is two, rows 0–7 and 8–15, and
+    /// `SPLIT` runs the halves as two passes over each group (fewer live registers for three or
+    /// four activations; the second pass reads the group from cache). The integer sums are the
+    /// same exact ones: with `VNNI` from `vpdpbusd`; without, from `vpmaddubsw` on nibbles so
+    /// that nothing saturates whatever the bytes (a Q8_0 weight byte u = 16h + l with both
+    /// halves ≤ 15, so each i16 pair sum stays within 2·15·128 and eight of them within i16).
+    /// Then the same offset correction and the same per-row multiply-add chain.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C, and AVX-VNNI if `VNNI`, enabled in the function
+    /// this is inlined into; otherwise as [`groups`].
+    #[inline(always)]
+    unsafe fn groups_256<const Q4: bool, const T: usize, const SPLIT: bool, const VNNI: bool>(
+        w: &[u8],
+        groups: usize,
+        blocks: usize,
+        acts: &[&[u8]; T],
+        sums: &[&BlockSums; T],
+        outs: &mut [&mut [f32]; T],
+    ) {
+        let code_bytes = if Q4 { 16 } else { 32 };
+        let group_bytes = GROUP * (code_bytes + 2) * blocks;
+        for g in 0..groups {
+            let group = &w[g * group_bytes..(g + 1) * group_bytes];
+            // SAFETY: as this function's (the group is whole, and every `outs[t]` has at least
+            // 16g + 16 elements).
+            unsafe {
+                if SPLIT {
+                    half_pass::<Q4, T, VNNI, 0, 1>(group, blocks, acts, sums, outs, GROUP * g);
+                    half_pass::<Q4, T, VNNI, 1, 1>(group, blocks, acts, sums, outs, GROUP * g);
+                } else {
+                    half_pass::<Q4, T, VNNI, 0, 2>(group, blocks, acts, sums, outs, GROUP * g);
+                }
+            }
+        }
+    }
+
+    /// Rows `8·H0 .. 8·(H0 + NH)` of one packed group against `T` activations, into
+    /// `outs[t][at..]` (see [`groups_256`]). The halves are constants so that every
+    /// accumulator stays in a register.
+    ///
+    /// # Safety
+    /// As [`groups_256`]; `group` is one whole group of `blocks` blocks and every `outs[t]` has
+    /// at least `at + 16` elements.
+    #[inline(always)]
+    unsafe fn half_pass<
+        const Q4: bool,
+        const T: usize,
+        const VNNI: bool,
+        const H0: usize,
+        const NH: usize,
+    >(
+        group: &[u8],
+        blocks: usize,
+        acts: &[&[u8]; T],
+        sums: &[&BlockSums; T],
+        outs: &mut [&mut [f32]; T],
+        at: usize,
+    ) {
+        // SAFETY: the features are the caller's (this is inlined into a function that enables
+        // them); block b's scale and code lines are within `group`, every activation has all
+        // `blocks` blocks (34 bytes, codes from byte 2) and every `outs[t]` `at + 16`
+        // elements, by the caller's contract.
+        unsafe {
+            let k = if Q4 { 8 } else { 128 };
+            let m4 = _mm256_set1_epi8(0x0F);
+            let ones = _mm256_set1_epi16(1);
+            let sixteens = _mm256_set1_epi16(16);
+            let code_bytes = if Q4 { 16 } else { 32 };
+            let block_codes = GROUP * code_bytes;
+            let sp = group.as_ptr();
+            let cp = sp.add(2 * GROUP * blocks);
+            // acc[t][i]: rows 8(H0 + i) .. 8(H0 + i) + 8 of activation t.
+            let mut acc = [[_mm256_setzero_ps(); NH]; T];
+            for b in 0..blocks {
+                // Per activation and half, i16 pair sums (without VNNI: Q4_0's low and high
+                // nibbles, both of weight 1, or Q8_0's low and high halves, of weights 1 and
+                // 16), or with VNNI the i32 sums in `lo`.
+                let mut lo = [[_mm256_setzero_si256(); NH]; T];
+                let mut hi = [[_mm256_setzero_si256(); NH]; T];
+                let lines = cp.add(block_codes * b);
+                for j in 0..code_bytes / 4 {
+                    if H0 == 0 {
+                        _mm_prefetch::<_MM_HINT_T0>(lines.wrapping_add(64 * j + PREFETCH).cast());
+                    }
+                    for i in 0..NH {
+                        let v = _mm256_loadu_si256(lines.add(64 * j + 32 * (H0 + i)).cast());
+                        let l4 = _mm256_and_si256(v, m4);
+                        let h4 = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+                        for t in 0..T {
+                            let y = acts[t].as_ptr().add(34 * b + 2);
+                            let ya = _mm256_set1_epi32(y.add(4 * j).cast::<i32>().read_unaligned());
+                            // Q4_0's high nibbles are codes 16 later; Q8_0's are the same
+                            // codes' upper halves.
+                            let yb = if Q4 {
+                                _mm256_set1_epi32(y.add(16 + 4 * j).cast::<i32>().read_unaligned())
+                            } else {
+                                ya
+                            };
+                            if VNNI && !Q4 {
+                                lo[t][i] = _mm256_dpbusd_avx_epi32(lo[t][i], v, ya);
+                            } else if VNNI {
+                                lo[t][i] = _mm256_dpbusd_avx_epi32(lo[t][i], l4, ya);
+                                lo[t][i] = _mm256_dpbusd_avx_epi32(lo[t][i], h4, yb);
+                            } else {
+                                let pl = _mm256_maddubs_epi16(l4, ya);
+                                let ph = _mm256_maddubs_epi16(h4, yb);
+                                lo[t][i] = _mm256_add_epi16(lo[t][i], pl);
+                                hi[t][i] = _mm256_add_epi16(hi[t][i], ph);
+                            }
+                        }
+                    }
+                }
+                for i in 0..NH {
+                    let dw =
+                        _mm256_cvtph_ps(_mm_loadu_si128(sp.add(32 * b + 16 * (H0 + i)).cast()));
+                    for t in 0..T {
+                        let isum = if VNNI {
+                            lo[t][i]
+                        } else {
+                            let weight = if Q4 { ones } else { sixteens };
+                            _mm256_add_epi32(
+                                _mm256_madd_epi16(lo[t][i], ones),
+                                _mm256_madd_epi16(hi[t][i], weight),
+                            )
+                        };
+                        let isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(k * sums[t].sum(b)));
+                        let d = _mm256_mul_ps(dw, _mm256_set1_ps(sums[t].scale(b)));
+                        acc[t][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc[t][i]);
+                    }
+                }
+            }
+            for (o, a) in outs.iter_mut().zip(&acc) {
+                for (i, v) in a.iter().enumerate() {
+                    _mm256_storeu_ps(o.as_mut_ptr().add(at + 8 * (H0 + i)), *v);
+                }
+            }
+        }
+    }
+
     /// Q6_K groups against `T` Q8_K activations. Per superblock and group, for each of the 16
     /// sub-blocks: the sixteen rows' 6-bit codes rebuilt from their `ql`/`qh` lines (unsigned,
     /// 0..63), summed against the activation with `vpdpbusd`, corrected by 32·Σy (the codes'

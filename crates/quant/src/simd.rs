@@ -1,5 +1,8 @@
 //! SIMD paths chosen at run time. Each one produces exactly the scalar reference's bytes (tests
-//! check this on random and edge rows); `GGUFY_FORCE_SCALAR=1` turns them all off for debugging.
+//! check this on random and edge rows); `GGUFY_FORCE_SCALAR=1` (or `GGUFY_SIMD=scalar`) turns
+//! them all off for debugging, and `GGUFY_SIMD=avx2` (or `avxvnni`) keeps a CPU to what one
+//! without AVX-512 (or AVX-VNNI) runs, so that a report or a benchmark from such a machine can be
+//! reproduced on another.
 //!
 //! x86-64: F16C for f16 ↔ f32 rows, AVX2 (+FMA for the fused mode) for Q8_0, Q4_0, Q4_1, Q5_0,
 //! Q5_1 and Q6_K. AArch64: NEON for the same (tested under qemu). Everything else uses the scalar
@@ -20,11 +23,53 @@ pub enum Level {
     Neon,
 }
 
-/// The level chosen once per process from the CPU and `GGUFY_FORCE_SCALAR`.
+/// The widest instructions the user allows (`GGUFY_SIMD`, `GGUFY_FORCE_SCALAR`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Cap {
+    /// The scalar references only.
+    Scalar,
+    /// Nothing wider than AVX2 (with FMA, F16C) on x86-64; no effect elsewhere.
+    Avx2,
+    /// AVX2 and AVX-VNNI, no AVX-512, on x86-64; no effect elsewhere.
+    AvxVnni,
+    /// Whatever the CPU has.
+    Native,
+}
+
+impl Cap {
+    /// The cap a `GGUFY_SIMD` value names (`scalar`, `avx2`, `avxvnni`, `native` or empty), `None` for
+    /// anything else, which the CLI refuses rather than guess.
+    pub fn parse(value: &str) -> Option<Cap> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "scalar" => Some(Cap::Scalar),
+            "avx2" => Some(Cap::Avx2),
+            "avxvnni" | "avx-vnni" => Some(Cap::AvxVnni),
+            "" | "native" => Some(Cap::Native),
+            _ => None,
+        }
+    }
+}
+
+/// The cap from the environment, read once per process: `GGUFY_FORCE_SCALAR` set to anything
+/// but `0` wins; an unknown `GGUFY_SIMD` value allows everything (the CLI rejects it first).
+pub fn cap() -> Cap {
+    static CAP: OnceLock<Cap> = OnceLock::new();
+    *CAP.get_or_init(|| {
+        if std::env::var_os("GGUFY_FORCE_SCALAR").is_some_and(|v| !v.is_empty() && v != "0") {
+            return Cap::Scalar;
+        }
+        std::env::var("GGUFY_SIMD")
+            .ok()
+            .and_then(|v| Cap::parse(&v))
+            .unwrap_or(Cap::Native)
+    })
+}
+
+/// The level chosen once per process from the CPU and [`cap`].
 pub fn level() -> Level {
     static LEVEL: OnceLock<Level> = OnceLock::new();
     *LEVEL.get_or_init(|| {
-        if std::env::var_os("GGUFY_FORCE_SCALAR").is_some_and(|v| !v.is_empty() && v != "0") {
+        if cap() == Cap::Scalar {
             return Level::Scalar;
         }
         detect()
