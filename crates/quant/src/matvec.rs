@@ -1,6 +1,6 @@
 //! Many weight rows against one activation row (and batches of them): the runner's inner loop.
 //! x86-64 kernels (AVX2, AVX-512 VNNI) cover Q4_0, Q8_0, Q4_K, Q5_K, Q6_K and F16, AArch64
-//! NEON ones Q4_0, Q8_0, Q4_K and Q6_K; every kernel gives exactly the scalar references'
+//! NEON ones Q4_0, Q8_0, Q4_K, Q6_K and F16; every kernel gives exactly the scalar references'
 //! results ([`crate::dot`]), which tests check on random and edge rows.
 
 use ggufy_gguf::GgmlType;
@@ -25,7 +25,7 @@ pub enum Kernel {
     AvxVnni,
     /// x86-64 AVX-512 with VNNI (plus AVX2, FMA and F16C).
     Avx512Vnni,
-    /// AArch64 NEON (Q4_0, Q8_0, Q4_K and Q6_K; other formats use the references there).
+    /// AArch64 NEON (Q4_0, Q8_0, Q4_K, Q6_K, F16 and NF4; other formats use the references).
     Neon,
 }
 
@@ -239,6 +239,24 @@ pub fn f16_rows_multi(w: &[u8], xs: &[&[f32]], outs: &mut [&mut [f32]], kernel: 
         }
         return;
     }
+    #[cfg(target_arch = "aarch64")]
+    if kernel == Kernel::Neon
+        && !xs.is_empty()
+        && xs.len() <= MAX_TOKENS
+        && xs.len() == outs.len()
+        && xs.iter().all(|x| x.len() == xs[0].len())
+    {
+        let cols = xs[0].len();
+        for r in 0..outs[0].len() {
+            let mut res = [0f32; MAX_TOKENS];
+            // SAFETY: `Kernel::Neon` runs only where NEON is present (`usable`).
+            unsafe { arm::dot_f16_multi(&w[2 * cols * r..2 * cols * (r + 1)], xs, &mut res) };
+            for (o, v) in outs.iter_mut().zip(res) {
+                o[r] = v;
+            }
+        }
+        return;
+    }
     for (x, o) in xs.iter().zip(outs.iter_mut()) {
         f16_rows(w, x, o, kernel);
     }
@@ -347,6 +365,26 @@ pub fn f16_rows_tiled(w: &[u8], xs: &[&[f32]], outs: &mut [&mut [f32]], kernel: 
         }
         return;
     }
+    #[cfg(target_arch = "aarch64")]
+    if kernel == Kernel::Neon
+        && cols.is_multiple_of(16)
+        && !xs.is_empty()
+        && xs.len() <= MAX_TOKENS
+        && xs.len() == outs.len()
+        && xs.iter().all(|x| x.len() == cols)
+    {
+        let n = outs.iter().map(|o| o.len()).min().unwrap_or(0);
+        for (r, row) in w.chunks_exact(2 * cols).take(n).enumerate() {
+            let mut res = [0f32; MAX_TOKENS];
+            // SAFETY: `Kernel::Neon` runs only where NEON is present (`usable`); the row holds
+            // `cols` halves, a multiple of 16, as every activation holds `cols` values.
+            unsafe { arm::dot_f16_tiled_row(row, xs, &mut res) };
+            for (o, v) in outs.iter_mut().zip(res) {
+                o[r] = v;
+            }
+        }
+        return;
+    }
     let _ = kernel;
     for (x, o) in xs.iter().zip(outs.iter_mut()) {
         for (i, v) in o.iter_mut().enumerate() {
@@ -414,6 +452,14 @@ pub fn f16_rows(w: &[u8], x: &[f32], out: &mut [f32], kernel: Kernel) {
                     x86::dot_f16(r, x)
                 }
             };
+        }
+        return;
+    }
+    #[cfg(target_arch = "aarch64")]
+    if kernel == Kernel::Neon {
+        for (o, r) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
+            // SAFETY: `Kernel::Neon` runs only where NEON is present (`usable`).
+            *o = unsafe { arm::dot_f16(r, x) };
         }
         return;
     }
@@ -650,6 +696,116 @@ mod arm {
             sum -= half_at(x, 2) * dy * msum as f32;
         }
         sum
+    }
+
+    /// Eight halves at `p` as two vectors of four floats (exact: every f16 is an f32).
+    ///
+    /// # Safety
+    /// The CPU must have NEON; 16 bytes from `p` must be readable.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn halves8(p: *const u8) -> (float32x4_t, float32x4_t) {
+        // SAFETY: the caller guarantees the 16 bytes.
+        let h = unsafe { vld1q_u16(p.cast()) };
+        (
+            vcvt_f32_f16(vreinterpret_f16_u16(vget_low_u16(h))),
+            vcvt_f32_f16(vreinterpret_f16_u16(vget_high_u16(h))),
+        )
+    }
+
+    /// [`crate::dot::dot_f16`] with NEON: the reference's 64 lanes as sixteen vectors (the
+    /// products of f16 values are exact, so the fused multiply-add rounds as the reference's
+    /// separate ones do), its reduction and its f64 tail.
+    ///
+    /// # Safety
+    /// The CPU must have NEON.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
+        let mut out = [0f32; 1];
+        // SAFETY: the caller's contract is this function's.
+        unsafe { dot_f16_multi(w, &[x], &mut out) };
+        out[0]
+    }
+
+    /// [`dot_f16`] of one row against up to four activations (`out[t]` for `xs[t]`; all of
+    /// one length): each weight vector is converted once for all of them.
+    ///
+    /// # Safety
+    /// The CPU must have NEON.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot_f16_multi(w: &[u8], xs: &[&[f32]], out: &mut [f32]) {
+        let nt = xs.len().min(out.len()).min(4);
+        let n = xs[..nt]
+            .iter()
+            .map(|x| x.len())
+            .min()
+            .unwrap_or(0)
+            .min(w.len() / 2);
+        let whole = n / 64 * 64;
+        // Lanes 4k..4k + 4 of the reference's 64 in acc[t][k].
+        let mut acc = [[vdupq_n_f32(0.0); 16]; 4];
+        for i in (0..whole).step_by(64) {
+            for k in (0..16).step_by(2) {
+                let j = i + 4 * k;
+                // SAFETY: j + 8 <= whole <= n: 16 bytes of `w` from 2j and 8 floats of each
+                // activation from j are in bounds.
+                unsafe {
+                    let (w0, w1) = halves8(w.as_ptr().add(2 * j));
+                    for t in 0..nt {
+                        let x = xs[t].as_ptr().add(j);
+                        acc[t][k] = vfmaq_f32(acc[t][k], w0, vld1q_f32(x));
+                        acc[t][k + 1] = vfmaq_f32(acc[t][k + 1], w1, vld1q_f32(x.add(4)));
+                    }
+                }
+            }
+        }
+        for t in 0..nt {
+            let mut lanes = [0f32; 64];
+            for (k, a) in acc[t].iter().enumerate() {
+                // SAFETY: lanes 4k..4k + 4 are in bounds (k < 16).
+                unsafe { vst1q_f32(lanes.as_mut_ptr().add(4 * k), *a) };
+            }
+            let mut sum = f64::from(crate::dot::reduce_f16_lanes(&lanes));
+            for (wb, &xv) in w[2 * whole..2 * n].chunks_exact(2).zip(&xs[t][whole..n]) {
+                sum += f64::from(crate::fp::f16_to_f32(u16::from_le_bytes([wb[0], wb[1]])) * xv);
+            }
+            out[t] = sum as f32;
+        }
+    }
+
+    /// One F16 row against up to four activations in [`crate::dot::dot_f16_tiled`]'s order:
+    /// sixteen lanes per activation (four vectors), then [`crate::dot::reduce16`].
+    ///
+    /// # Safety
+    /// The CPU must have NEON; every `xs[t]` has `w.len() / 2` values, a multiple of 16.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot_f16_tiled_row(w: &[u8], xs: &[&[f32]], out: &mut [f32]) {
+        let nt = xs.len().min(out.len()).min(4);
+        let cols = w.len() / 2;
+        let mut acc = [[vdupq_n_f32(0.0); 4]; 4];
+        for l in (0..cols).step_by(16) {
+            // SAFETY: l + 16 <= cols: 32 bytes of `w` from 2l and 16 floats of every
+            // activation from l are in bounds.
+            unsafe {
+                let (w0, w1) = halves8(w.as_ptr().add(2 * l));
+                let (w2, w3) = halves8(w.as_ptr().add(2 * l + 16));
+                for t in 0..nt {
+                    let x = xs[t].as_ptr().add(l);
+                    acc[t][0] = vfmaq_f32(acc[t][0], w0, vld1q_f32(x));
+                    acc[t][1] = vfmaq_f32(acc[t][1], w1, vld1q_f32(x.add(4)));
+                    acc[t][2] = vfmaq_f32(acc[t][2], w2, vld1q_f32(x.add(8)));
+                    acc[t][3] = vfmaq_f32(acc[t][3], w3, vld1q_f32(x.add(12)));
+                }
+            }
+        }
+        for t in 0..nt {
+            let mut lanes = [0f32; 16];
+            for (k, a) in acc[t].iter().enumerate() {
+                // SAFETY: lanes 4k..4k + 4 are in bounds (k < 4).
+                unsafe { vst1q_f32(lanes.as_mut_ptr().add(4 * k), *a) };
+            }
+            out[t] = crate::dot::reduce16(&lanes);
+        }
     }
 }
 
