@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use ggufy_gguf::Gguf;
+use ggufy_quant::simd;
 
 use rayon::prelude::*;
 
@@ -630,9 +631,11 @@ pub struct Session<'m, 'a> {
     model: &'m Model<'a>,
     n_ctx: usize,
     pos: usize,
-    /// Per layer: `n_ctx × n_head_kv × head_dim` values, rounded to f16 as llama.cpp stores them.
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    /// Per layer: f16 values (little-endian) as llama.cpp's default cache stores them, head
+    /// by head (`n_head_kv × n_ctx × head_dim`) so that one head's keys (or values) up to a
+    /// position are one run, converted to f32 in long strides.
+    k: Vec<Vec<u8>>,
+    v: Vec<Vec<u8>>,
 }
 
 impl<'m, 'a> Session<'m, 'a> {
@@ -640,13 +643,14 @@ impl<'m, 'a> Session<'m, 'a> {
     pub fn new(model: &'m Model<'a>, n_ctx: usize) -> Session<'m, 'a> {
         let hp = &model.hp;
         let n_ctx = n_ctx.clamp(1, hp.n_ctx_train);
-        let kv = n_ctx * hp.n_head_kv * hp.head_dim;
+        // Zeroed allocations: pages are only touched (and resident) as positions fill.
+        let kv_bytes = 2 * n_ctx * hp.n_head_kv * hp.head_dim;
         Session {
             model,
             n_ctx,
             pos: 0,
-            k: vec![vec![0.0; kv]; hp.n_layer],
-            v: vec![vec![0.0; kv]; hp.n_layer],
+            k: vec![vec![0; kv_bytes]; hp.n_layer],
+            v: vec![vec![0; kv_bytes]; hp.n_layer],
         }
     }
 
@@ -812,12 +816,19 @@ impl<'m, 'a> Session<'m, 'a> {
                 }
             }
             // The cache holds f16 values, as llama.cpp's default KV cache does.
-            let kc = &mut self.k[li];
-            let vc = &mut self.v[li];
-            store_f16(&mut kc[pos0 * row..(pos0 + n) * row], &k);
-            store_f16(&mut vc[pos0 * row..(pos0 + n) * row], &v);
+            let n_ctx = self.n_ctx;
+            let level = simd::level();
+            for (cache, src) in [(&mut self.k[li], &k), (&mut self.v[li], &v)] {
+                for (t, r) in src.chunks_exact(row).enumerate() {
+                    for (kvh, head) in r.chunks_exact(hd).enumerate() {
+                        let at = 2 * (kvh * n_ctx + pos0 + t) * hd;
+                        simd::f32_row_to_f16(head, &mut cache[at..at + 2 * hd], level);
+                    }
+                }
+            }
             let kq_scale = if prescale { 1.0 } else { q_scale };
             let (kc, vc) = (&self.k[li][..], &self.v[li][..]);
+            let head_bytes = 2 * n_ctx * hd;
             // One task per (token, head): each reads the cache up to its own position. Every
             // head may go to its own thread: at 16 threads a decode step's 32 heads in tasks of
             // four left half the threads idle (attention was a tenth of a token there).
@@ -827,12 +838,11 @@ impl<'m, 'a> Session<'m, 'a> {
                 .for_each(|(i, (out, qh))| {
                     let (t, hq) = (i / nh, i % nh);
                     let kvh = hq / (nh / nkv);
+                    let len = pos0 + t + 1;
+                    let at = kvh * head_bytes;
                     let cache = HeadCache {
-                        k: kc,
-                        v: vc,
-                        row,
-                        off: kvh * hd,
-                        len: pos0 + t + 1,
+                        k: &kc[at..at + 2 * len * hd],
+                        v: &vc[at..at + 2 * len * hd],
                         kq_scale,
                     };
                     attend(qh, &cache, out);
@@ -944,42 +954,19 @@ fn rope_apply(hp: &Hparams, rotation: &[(f32, f32)], v: &mut [f32]) {
 /// Values per task of the gated activation (`silu(g)·u`): a few microseconds of work.
 const GATE_TASK: usize = 1024;
 
-/// `dst = src` rounded through f16 (the KV cache's precision), compiled for AVX2 where the CPU
-/// has it so that the rounding vectorizes; the values are the same either way.
-fn store_f16(dst: &mut [f32], src: &[f32]) {
-    #[inline(always)]
-    fn body(dst: &mut [f32], src: &[f32]) {
-        for (d, s) in dst.iter_mut().zip(src) {
-            *d = round_f16(*s);
-        }
-    }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn avx2(dst: &mut [f32], src: &[f32]) {
-        body(dst, src);
-    }
-    #[cfg(target_arch = "x86_64")]
-    if ggufy_quant::simd::level() == ggufy_quant::simd::Level::Avx2 {
-        // SAFETY: Level::Avx2 is only chosen when the CPU reports AVX2.
-        unsafe { avx2(dst, src) };
-        return;
-    }
-    body(dst, src);
-}
-
 /// The most tokens one forward pass takes; longer prompts go in several.
 const MAX_BATCH: usize = 64;
 
-/// One head's view of a layer's KV cache: positions `0..len` of rows of `row` values, the head
-/// at offset `off` in each, and the factor its scores are scaled by.
+/// One head's keys and values in the KV cache (f16, positions `0..len` of `head_dim` each, one
+/// run each), and the factor its scores are scaled by.
 struct HeadCache<'c> {
-    k: &'c [f32],
-    v: &'c [f32],
-    row: usize,
-    off: usize,
-    len: usize,
+    k: &'c [u8],
+    v: &'c [u8],
     kq_scale: f32,
 }
+
+/// Cached positions converted to f32 at a time in attention: a few KiB, in L1.
+const KV_STRIDE: usize = 32;
 
 /// One query head against its cached keys and values, as ggml's CPU flash attention computes
 /// it for an F16 cache: q rounded to f16, each score a `ggml_vec_dot_f16`, an online softmax
@@ -989,7 +976,7 @@ struct HeadCache<'c> {
 /// results are the same either way.
 fn attend(q: &[f32], cache: &HeadCache<'_>, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if ggufy_quant::simd::level() == ggufy_quant::simd::Level::Avx2 {
+    if simd::level() == simd::Level::Avx2 {
         // SAFETY: Level::Avx2 is only chosen when the CPU reports AVX2 and FMA.
         unsafe { attend_fma(q, cache, out) };
         return;
@@ -1009,17 +996,23 @@ fn attend_body(q: &[f32], cache: &HeadCache<'_>, out: &mut [f32]) {
     let &HeadCache {
         k: kc,
         v: vc,
-        row,
-        off,
-        len,
         kq_scale,
     } = cache;
     let hd = q.len();
+    let len = kc.len() / (2 * hd).max(1);
+    let level = simd::level();
     let qh: Vec<f32> = q.iter().map(|&a| round_f16(a)).collect();
     let mut vkq = vec![0f32; out.len()];
     let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+    let (mut k_f32, mut v_f32) = (vec![0f32; KV_STRIDE * hd], vec![0f32; KV_STRIDE * hd]);
     for t in 0..len {
-        let kt = &kc[t * row + off..t * row + off + hd];
+        let i = t % KV_STRIDE;
+        if i == 0 {
+            let c = KV_STRIDE.min(len - t) * hd;
+            simd::f16_row_to_f32(&kc[2 * t * hd..2 * (t * hd + c)], &mut k_f32[..c], level);
+            simd::f16_row_to_f32(&vc[2 * t * hd..2 * (t * hd + c)], &mut v_f32[..c], level);
+        }
+        let kt = &k_f32[i * hd..(i + 1) * hd];
         let s = dot_f16_values(kt, &qh) * kq_scale;
         let (mut ms, mut vs) = (1f32, 1f32);
         if s > m {
@@ -1033,7 +1026,7 @@ fn attend_body(q: &[f32], cache: &HeadCache<'_>, out: &mut [f32]) {
             vs = (s - m).exp();
         }
         // `ggml_vec_mad_f16`: acc = f16(v·s + acc), one rounding in the multiply-add.
-        let vt = &vc[t * row + off..t * row + off + out.len()];
+        let vt = &v_f32[i * hd..(i + 1) * hd];
         for (a, &b) in vkq.iter_mut().zip(vt) {
             *a = round_f16(b.mul_add(vs, *a));
         }
