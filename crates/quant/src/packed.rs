@@ -324,7 +324,36 @@ impl PackedRows {
         }
         let k = kernel.usable();
         #[cfg(target_arch = "x86_64")]
-        if matches!(k, Kernel::Avx2 | Kernel::AvxVnni) && self.ty != GgmlType::Q6_K {
+        if matches!(k, Kernel::Avx2 | Kernel::AvxVnni) && self.ty == GgmlType::Q6_K {
+            let w = &self.data()[first / GROUP * self.group_bytes()..];
+            macro_rules! go {
+                ($t:literal) => {{
+                    let a: &[&[u8]; $t] = acts.try_into().expect("length checked");
+                    let o: &mut [&mut [f32]; $t] = outs.try_into().expect("length checked");
+                    // SAFETY: `Kernel::Avx2` runs only on CPUs with AVX2, FMA and F16C,
+                    // `Kernel::AvxVnni` only on those with AVX-VNNI too (the functions' target
+                    // features); `w` holds `whole` groups and every activation `blocks` Q8_K
+                    // blocks (checked above).
+                    unsafe {
+                        if k == Kernel::AvxVnni {
+                            x86::q6_k_groups_avx_vnni::<$t>(w, whole, self.blocks, a, o)
+                        } else {
+                            x86::q6_k_groups_avx2::<$t>(w, whole, self.blocks, a, o)
+                        }
+                    }
+                }};
+            }
+            match acts.len() {
+                1 => go!(1),
+                2 => go!(2),
+                3 => go!(3),
+                _ => go!(4),
+            }
+            self.scalar_rows(first + whole * GROUP, acts, outs, whole * GROUP);
+            return true;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if matches!(k, Kernel::Avx2 | Kernel::AvxVnni) {
             let w = &self.data()[first / GROUP * self.group_bytes()..];
             macro_rules! go {
                 ($t:literal, $split:literal) => {{
@@ -636,6 +665,173 @@ mod x86 {
                         let isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(k * sums[t].sum(b)));
                         let d = _mm256_mul_ps(dw, _mm256_set1_ps(sums[t].scale(b)));
                         acc[t][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc[t][i]);
+                    }
+                }
+            }
+            for (o, a) in outs.iter_mut().zip(&acc) {
+                for (i, v) in a.iter().enumerate() {
+                    _mm256_storeu_ps(o.as_mut_ptr().add(at + 8 * (H0 + i)), *v);
+                }
+            }
+        }
+    }
+
+    /// [`q6_k_groups`] with AVX2 (no VNNI).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C; otherwise as [`q6_k_groups`].
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn q6_k_groups_avx2<const T: usize>(
+        w: &[u8],
+        groups: usize,
+        blocks: usize,
+        acts: &[&[u8]; T],
+        outs: &mut [&mut [f32]; T],
+    ) {
+        // SAFETY: the caller's contract is `q6_k_groups_256`'s, and the features are enabled.
+        unsafe { q6_k_groups_256::<T, false>(w, groups, blocks, acts, outs) }
+    }
+
+    /// [`q6_k_groups`] with AVX-VNNI.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA, F16C and AVX-VNNI; otherwise as [`q6_k_groups`].
+    #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+    pub unsafe fn q6_k_groups_avx_vnni<const T: usize>(
+        w: &[u8],
+        groups: usize,
+        blocks: usize,
+        acts: &[&[u8]; T],
+        outs: &mut [&mut [f32]; T],
+    ) {
+        // SAFETY: the caller's contract is `q6_k_groups_256`'s, and the features are enabled.
+        unsafe { q6_k_groups_256::<T, true>(w, groups, blocks, acts, outs) }
+    }
+
+    /// [`q6_k_groups`] with 256-bit vectors, rows 0–7 and 8–15 of each line as two halves (in
+    /// one pass for one activation, two passes otherwise, so that nothing spills). The sums
+    /// are the same exact integers: with `VNNI` from `vpdpbusd`; without, two `vpmaddubsw`
+    /// (codes ≤ 63, so two pair sums stay within i16) widened by `vpmaddwd`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C, and AVX-VNNI if `VNNI`, enabled in the function
+    /// this is inlined into; otherwise as [`q6_k_groups`].
+    #[inline(always)]
+    unsafe fn q6_k_groups_256<const T: usize, const VNNI: bool>(
+        w: &[u8],
+        groups: usize,
+        blocks: usize,
+        acts: &[&[u8]; T],
+        outs: &mut [&mut [f32]; T],
+    ) {
+        let block_bytes = GROUP * super::Q6_K_BYTES;
+        for g in 0..groups {
+            let group = &w[g * blocks * block_bytes..(g + 1) * blocks * block_bytes];
+            // SAFETY: as this function's (the group is whole, and every `outs[t]` has at least
+            // 16g + 16 elements).
+            unsafe {
+                if T == 1 {
+                    q6_k_half_pass::<T, VNNI, 0, 2>(group, blocks, acts, outs, GROUP * g);
+                } else {
+                    q6_k_half_pass::<T, VNNI, 0, 1>(group, blocks, acts, outs, GROUP * g);
+                    q6_k_half_pass::<T, VNNI, 1, 1>(group, blocks, acts, outs, GROUP * g);
+                }
+            }
+        }
+    }
+
+    /// Rows `8·H0 .. 8·(H0 + NH)` of one packed Q6_K group against `T` activations, into
+    /// `outs[t][at..]` (see [`q6_k_groups_256`]).
+    ///
+    /// # Safety
+    /// As [`q6_k_groups_256`]; `group` is one whole group of `blocks` superblocks and every
+    /// `outs[t]` has at least `at + 16` elements.
+    #[inline(always)]
+    unsafe fn q6_k_half_pass<const T: usize, const VNNI: bool, const H0: usize, const NH: usize>(
+        group: &[u8],
+        blocks: usize,
+        acts: &[&[u8]; T],
+        outs: &mut [&mut [f32]; T],
+        at: usize,
+    ) {
+        // SAFETY: the features are the caller's (this is inlined into a function that enables
+        // them); superblock s's lines are within `group`, every activation has all `blocks`
+        // Q8_K blocks (292 bytes: f32 scale, 256 codes, 16 i16 sums) and every `outs[t]`
+        // `at + 16` elements, by the caller's contract.
+        unsafe {
+            let m4 = _mm256_set1_epi8(0x0F);
+            let m2 = _mm256_set1_epi8(0x03);
+            let ones = _mm256_set1_epi16(1);
+            let block_bytes = GROUP * super::Q6_K_BYTES;
+            let mut acc = [[_mm256_setzero_ps(); NH]; T];
+            for s in 0..blocks {
+                let base = group.as_ptr().add(s * block_bytes);
+                if H0 == 0 {
+                    for l in 0..4 {
+                        _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(block_bytes + 64 * l).cast());
+                    }
+                }
+                let mut isum = [[_mm256_setzero_si256(); NH]; T];
+                for j in 0..16 {
+                    // Sub-block j: superblock half sh, code plane k (which nibble and which qh
+                    // bits), elements 16·(j % 2).. of the 32 a plane holds.
+                    let (sh, k, lo) = (j / 8, (j % 8) / 2, 16 * (j % 2));
+                    let shift = _mm_cvtsi32_si128(2 * k as i32);
+                    for (i, h) in (H0..H0 + NH).enumerate() {
+                        let sc = _mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                            base.add(32 + 16 * j + 8 * h).cast(),
+                        ));
+                        let mut c = [_mm256_setzero_si256(); T];
+                        let mut pairs = [_mm256_setzero_si256(); T];
+                        for q in 0..4 {
+                            let l = lo + 4 * q;
+                            let ql_at = 64 * sh + if k % 2 == 1 { l + 32 } else { l };
+                            let qlv =
+                                _mm256_loadu_si256(base.add(288 + 16 * ql_at + 32 * h).cast());
+                            let qhv = _mm256_loadu_si256(
+                                base.add(2336 + 16 * (32 * sh + l) + 32 * h).cast(),
+                            );
+                            let nib = if k >= 2 {
+                                _mm256_and_si256(_mm256_srli_epi16::<4>(qlv), m4)
+                            } else {
+                                _mm256_and_si256(qlv, m4)
+                            };
+                            let high = _mm256_and_si256(_mm256_srl_epi16(qhv, shift), m2);
+                            let code = _mm256_or_si256(nib, _mm256_slli_epi16::<4>(high));
+                            for t in 0..T {
+                                let y = acts[t].as_ptr().add(292 * s + 4 + 16 * j + 4 * q);
+                                let yv = _mm256_set1_epi32(y.cast::<i32>().read_unaligned());
+                                if VNNI {
+                                    c[t] = _mm256_dpbusd_avx_epi32(c[t], code, yv);
+                                } else {
+                                    let p = _mm256_maddubs_epi16(code, yv);
+                                    if q % 2 == 0 {
+                                        pairs[t] = p;
+                                    } else {
+                                        let both = _mm256_add_epi16(pairs[t], p);
+                                        c[t] =
+                                            _mm256_add_epi32(c[t], _mm256_madd_epi16(both, ones));
+                                    }
+                                }
+                            }
+                        }
+                        for t in 0..T {
+                            let bsum = acts[t].as_ptr().add(292 * s + 260 + 2 * j);
+                            let bsum = i32::from(bsum.cast::<i16>().read_unaligned());
+                            let dot = _mm256_sub_epi32(c[t], _mm256_set1_epi32(32 * bsum));
+                            isum[t][i] = _mm256_add_epi32(isum[t][i], _mm256_mullo_epi32(sc, dot));
+                        }
+                    }
+                }
+                for i in 0..NH {
+                    let dw = _mm256_cvtph_ps(_mm_loadu_si128(base.add(16 * (H0 + i)).cast()));
+                    for t in 0..T {
+                        let dy = acts[t].as_ptr().add(292 * s).cast::<f32>().read_unaligned();
+                        let d = _mm256_mul_ps(dw, _mm256_set1_ps(dy));
+                        acc[t][i] = _mm256_add_ps(
+                            acc[t][i],
+                            _mm256_mul_ps(d, _mm256_cvtepi32_ps(isum[t][i])),
+                        );
                     }
                 }
             }

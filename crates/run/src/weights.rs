@@ -188,21 +188,19 @@ impl<'a> Matrix<'a> {
         })
     }
 
-    /// Whether [`Matrix::pack`] would regroup this matrix on this CPU: Q4_0, Q8_0 and F16
-    /// (copied as it is, into huge pages) where the x86-64 vector kernels run, Q6_K
-    /// where the latter do (elsewhere the file layout is what the kernels read best).
+    /// Whether [`Matrix::pack`] would regroup this matrix on this CPU: Q4_0, Q8_0, Q6_K and
+    /// F16 (copied as it is, into huge pages) where the x86-64 vector kernels run (elsewhere
+    /// the file layout is what the kernels read best).
     pub fn packable(&self) -> bool {
         let Storage::Ggml(ty) = self.storage else {
             return false;
         };
         let kernel = Kernel::best(simd::level());
-        let packed_kernel = match ty {
-            GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::F16 => {
-                matches!(kernel, Kernel::Avx2 | Kernel::AvxVnni | Kernel::Avx512Vnni)
-            }
-            GgmlType::Q6_K => kernel == Kernel::Avx512Vnni,
-            _ => false,
-        };
+        let packed_kernel =
+            matches!(
+                ty,
+                GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q6_K | GgmlType::F16
+            ) && matches!(kernel, Kernel::Avx2 | Kernel::AvxVnni | Kernel::Avx512Vnni);
         packed_kernel && self.rows >= ggufy_quant::packed::GROUP
     }
 
