@@ -8,8 +8,10 @@
 //! rows), with the sixteen scales in one line: a block of 16 rows is a few loads and
 //! multiply-adds, no shuffles, and memory is read front to back. Results are bit-identical to
 //! the row-major kernels (the same exact integer block sums, the same per-row multiply-add
-//! chain); tests check them against the scalar references. F16 rows are only copied as they
-//! are ([`PlainCopy`]): what they gain is the huge pages every copy here lives in.
+//! chain); tests check them against the scalar references. The AVX-512 kernels take a line at
+//! a time, the AVX2 and AVX-VNNI ones (CPUs without AVX-512) each line as two 32-byte halves of
+//! eight rows. F16 rows are only copied as they are ([`PlainCopy`]): what they gain is the huge
+//! pages every copy here lives in.
 
 use ggufy_gguf::GgmlType;
 
@@ -324,59 +326,37 @@ impl PackedRows {
         }
         let k = kernel.usable();
         #[cfg(target_arch = "x86_64")]
-        if matches!(k, Kernel::Avx2 | Kernel::AvxVnni) && self.ty == GgmlType::Q6_K {
-            let w = &self.data()[first / GROUP * self.group_bytes()..];
-            macro_rules! go {
-                ($t:literal) => {{
-                    let a: &[&[u8]; $t] = acts.try_into().expect("length checked");
-                    let o: &mut [&mut [f32]; $t] = outs.try_into().expect("length checked");
-                    // SAFETY: `Kernel::Avx2` runs only on CPUs with AVX2, FMA and F16C,
-                    // `Kernel::AvxVnni` only on those with AVX-VNNI too (the functions' target
-                    // features); `w` holds `whole` groups and every activation `blocks` Q8_K
-                    // blocks (checked above).
-                    unsafe {
-                        if k == Kernel::AvxVnni {
-                            x86::q6_k_groups_avx_vnni::<$t>(w, whole, self.blocks, a, o)
-                        } else {
-                            x86::q6_k_groups_avx2::<$t>(w, whole, self.blocks, a, o)
-                        }
-                    }
-                }};
-            }
-            match acts.len() {
-                1 => go!(1),
-                2 => go!(2),
-                3 => go!(3),
-                _ => go!(4),
-            }
-            self.scalar_rows(first + whole * GROUP, acts, outs, whole * GROUP);
-            return true;
-        }
-        #[cfg(target_arch = "x86_64")]
         if matches!(k, Kernel::Avx2 | Kernel::AvxVnni) {
             let w = &self.data()[first / GROUP * self.group_bytes()..];
+            let vnni = k == Kernel::AvxVnni;
             macro_rules! go {
                 ($t:literal, $split:literal) => {{
                     let a: &[&[u8]; $t] = acts.try_into().expect("length checked");
                     let o: &mut [&mut [f32]; $t] = outs.try_into().expect("length checked");
-                    let s: &[&BlockSums; $t] = sums.try_into().expect("length checked");
-                    let (q4, b) = (self.ty == GgmlType::Q4_0, self.blocks);
+                    let s = || -> &[&BlockSums; $t] { sums.try_into().expect("length checked") };
+                    let b = self.blocks;
                     // SAFETY: `Kernel::Avx2` runs only on CPUs with AVX2, FMA and F16C,
                     // `Kernel::AvxVnni` only on those with AVX-VNNI too (the functions' target
                     // features); the lengths are as for the AVX-512 kernels (checked above).
                     unsafe {
-                        match (q4, k == Kernel::AvxVnni) {
-                            (true, false) => {
-                                x86::groups_avx2::<true, $t, $split>(w, whole, b, a, s, o)
+                        match (self.ty, vnni) {
+                            (GgmlType::Q6_K, false) => {
+                                x86::q6_k_groups_avx2::<$t>(w, whole, b, a, o)
                             }
-                            (false, false) => {
-                                x86::groups_avx2::<false, $t, $split>(w, whole, b, a, s, o)
+                            (GgmlType::Q6_K, true) => {
+                                x86::q6_k_groups_avx_vnni::<$t>(w, whole, b, a, o)
                             }
-                            (true, true) => {
-                                x86::groups_avx_vnni::<true, $t, $split>(w, whole, b, a, s, o)
+                            (GgmlType::Q4_0, false) => {
+                                x86::groups_avx2::<true, $t, $split>(w, whole, b, a, s(), o)
                             }
-                            (false, true) => {
-                                x86::groups_avx_vnni::<false, $t, $split>(w, whole, b, a, s, o)
+                            (GgmlType::Q4_0, true) => {
+                                x86::groups_avx_vnni::<true, $t, $split>(w, whole, b, a, s(), o)
+                            }
+                            (_, false) => {
+                                x86::groups_avx2::<false, $t, $split>(w, whole, b, a, s(), o)
+                            }
+                            (_, true) => {
+                                x86::groups_avx_vnni::<false, $t, $split>(w, whole, b, a, s(), o)
                             }
                         }
                     }
