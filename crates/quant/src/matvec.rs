@@ -1,7 +1,7 @@
 //! Many weight rows against one activation row (and batches of them): the runner's inner loop.
-//! x86-64 kernels (AVX2, AVX-512 VNNI) cover Q4_0, Q8_0, Q4_K, Q5_K, Q6_K and F16, AArch64
-//! NEON ones Q4_0, Q8_0, Q4_K, Q6_K and F16; every kernel gives exactly the scalar references'
-//! results ([`crate::dot`]), which tests check on random and edge rows.
+//! x86-64 kernels (AVX2, AVX-512 VNNI) cover Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K and
+//! F16, AArch64 NEON ones Q4_0, Q8_0, Q4_K, Q6_K and F16; every kernel gives exactly the scalar
+//! references' results ([`crate::dot`]), which tests check on random and edge rows.
 
 use ggufy_gguf::GgmlType;
 
@@ -149,6 +149,41 @@ pub fn q8_0_partner_rows(
         };
     }
     true
+}
+
+/// `out[i]` = row `i` of `w` (rows of `row_bytes`) · `act` for Q4_1 and Q5_1 weights (`act`
+/// a Q8_1 row) and Q5_0 (`act` a Q8_0 row), eight rows at a time on x86-64 with AVX2, each equal
+/// to the reference's [`BlockFormat::vec_dot_blocks`]. Returns false (and leaves `out` alone)
+/// for other types, where no vector kernel runs, or when `w` is short.
+pub fn legacy_rows(
+    ty: GgmlType,
+    w: &[u8],
+    row_bytes: usize,
+    act: &[u8],
+    out: &mut [f32],
+    kernel: Kernel,
+) -> bool {
+    let kernel = kernel.usable();
+    if !matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1)
+        || w.len() < out.len() * row_bytes
+    {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if kernel != Kernel::Scalar {
+        // SAFETY: the x86 kernels are chosen (`Kernel::best`, `available`) only on CPUs with
+        // AVX2, FMA and F16C, the function's target features; `w` holds `out.len()` rows.
+        unsafe {
+            match ty {
+                GgmlType::Q4_1 => x86::rows_legacy::<{ x86::legacy::Q4_1 }>(w, row_bytes, act, out),
+                GgmlType::Q5_0 => x86::rows_legacy::<{ x86::legacy::Q5_0 }>(w, row_bytes, act, out),
+                _ => x86::rows_legacy::<{ x86::legacy::Q5_1 }>(w, row_bytes, act, out),
+            }
+        }
+        return true;
+    }
+    let _ = (kernel, act);
+    false
 }
 
 /// The most activation rows one call of the batched kernels takes.
@@ -813,7 +848,10 @@ mod arm {
 pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
-    use crate::dot::{BlockFormat, BlockQ4_0, BlockQ8_0, BlockSums, reduce_f16_lanes};
+    use crate::dot::{
+        BlockFormat, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockSums,
+        reduce_f16_lanes,
+    };
 
     /// How far ahead of the weights being read the streaming kernels ask for lines: measured
     /// best on a 2-core AVX-512 VM (1024 bytes left ~5% of decode speed, 4096 no better).
@@ -1538,6 +1576,130 @@ pub(crate) mod x86 {
             sum += d * _mm_cvtsi128_si32(s) as f32;
         }
         sum
+    }
+
+    /// The legacy formats [`rows_legacy`] takes, as its const parameter (one build each).
+    pub mod legacy {
+        /// Q4_1 weights, Q8_1 activations.
+        pub const Q4_1: u8 = 0;
+        /// Q5_0 weights, Q8_0 activations.
+        pub const Q5_0: u8 = 1;
+        /// Q5_1 weights, Q8_1 activations.
+        pub const Q5_1: u8 = 2;
+    }
+
+    /// The 32 fifth bits of a Q5 block (`qh`, bit i for element i) as 0x10 in byte i.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn fifth_bits(qh: u32) -> __m256i {
+        // Byte i takes byte i / 8 of qh, then tests its bit i % 8.
+        let spread = _mm256_shuffle_epi8(
+            _mm256_set1_epi32(qh as i32),
+            _mm256_setr_epi8(
+                0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3,
+                3, 3, 3, 3,
+            ),
+        );
+        let others = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe_u64 as i64);
+        let set = _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi8(-1));
+        _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+    }
+
+    /// Rows of Q4_1, Q5_0 or Q5_1 weights against a Q8_1 (Q8_0 for Q5_0) activation, eight
+    /// rows at a time: each block's integer sum is exact (unsigned codes ≤ 31 against the
+    /// activation with `vpmaddubsw`, Q5_0's offset of 16 taken off as 16·Σy), then each row's
+    /// float steps are the reference's, lane by lane: Q5_0 `sum += isum · (dw·dy)`, Q4_1 and
+    /// Q5_1 `sum += (dw·dy)·isum + m·s`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C; `w` must hold `out.len()` rows of `row_bytes`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn rows_legacy<const F: u8>(
+        w: &[u8],
+        row_bytes: usize,
+        act: &[u8],
+        out: &mut [f32],
+    ) {
+        // Weight block bytes, where its codes start, and the activation block's bytes.
+        let (wb, codes_at, ab) = match F {
+            legacy::Q4_1 => (20, 4, 36),
+            legacy::Q5_0 => (22, 6, 34),
+            _ => (24, 8, 36),
+        };
+        let blocks = (row_bytes / wb).min(act.len() / ab);
+        let ones = _mm256_set1_epi16(1);
+        let low4 = _mm256_set1_epi8(0x0F);
+        // 16·Σy per activation block: Q5_0's offset.
+        let offsets: Vec<i32> = if F == legacy::Q5_0 {
+            act.chunks_exact(ab)
+                .map(|y| {
+                    16 * y[ab - 32..]
+                        .iter()
+                        .map(|&q| i32::from(q as i8))
+                        .sum::<i32>()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let groups = out.len() / 8;
+        for g in 0..groups {
+            let base = g * 8 * row_bytes;
+            let mut acc = _mm256_setzero_ps();
+            for b in 0..blocks {
+                let y = &act[ab * b..ab * (b + 1)];
+                // SAFETY: `y` holds `ab` bytes, the last 32 of them codes.
+                let qy = unsafe { _mm256_loadu_si256(y.as_ptr().add(ab - 32).cast()) };
+                let mut p = [_mm256_setzero_si256(); 8];
+                let (mut dw, mut mw) = ([0u16; 8], [0u16; 8]);
+                for (r, pr) in p.iter_mut().enumerate() {
+                    let at = base + r * row_bytes + wb * b;
+                    let x = &w[at..at + wb];
+                    dw[r] = u16::from_le_bytes([x[0], x[1]]);
+                    mw[r] = u16::from_le_bytes([x[2], x[3]]);
+                    // SAFETY: `x` holds the block: 16 packed code bytes from `codes_at`.
+                    let raw = unsafe { _mm_loadu_si128(x.as_ptr().add(codes_at).cast()) };
+                    // Elements 0..16 are the low nibbles, 16..32 the high ones.
+                    let mut code =
+                        _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(raw), raw), low4);
+                    if F != legacy::Q4_1 {
+                        let h = codes_at - 4;
+                        let qh = u32::from_le_bytes([x[h], x[h + 1], x[h + 2], x[h + 3]]);
+                        code = _mm256_or_si256(code, fifth_bits(qh));
+                    }
+                    *pr = _mm256_madd_epi16(_mm256_maddubs_epi16(code, qy), ones);
+                }
+                let mut isum = totals(&p);
+                if F == legacy::Q5_0 {
+                    isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(offsets[b]));
+                }
+                // SAFETY: `dw` and `mw` are 16 bytes each.
+                let (dwv, mwv) = unsafe {
+                    (
+                        _mm256_cvtph_ps(_mm_loadu_si128(dw.as_ptr().cast())),
+                        _mm256_cvtph_ps(_mm_loadu_si128(mw.as_ptr().cast())),
+                    )
+                };
+                let d = _mm256_mul_ps(dwv, _mm256_set1_ps(crate::fp::half_at(y, 0)));
+                let fsum = _mm256_cvtepi32_ps(isum);
+                acc = if F == legacy::Q5_0 {
+                    _mm256_add_ps(acc, _mm256_mul_ps(fsum, d))
+                } else {
+                    let m = _mm256_mul_ps(mwv, _mm256_set1_ps(crate::fp::half_at(y, 2)));
+                    _mm256_add_ps(acc, _mm256_add_ps(_mm256_mul_ps(d, fsum), m))
+                };
+            }
+            // SAFETY: `out` has at least 8g + 8 elements (g < out.len() / 8).
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * g), acc) };
+        }
+        for (i, o) in out.iter_mut().enumerate().skip(groups * 8) {
+            let r = &w[i * row_bytes..(i + 1) * row_bytes];
+            *o = match F {
+                legacy::Q4_1 => BlockQ4_1::vec_dot_blocks(r, act),
+                legacy::Q5_0 => BlockQ5_0::vec_dot_blocks(r, act),
+                _ => BlockQ5_1::vec_dot_blocks(r, act),
+            };
+        }
     }
 
     /// Eight vectors of eight partial sums to one vector of eight totals (integers: exact).

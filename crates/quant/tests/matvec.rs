@@ -4,10 +4,11 @@
 
 use ggufy_gguf::GgmlType;
 use ggufy_quant::dot::{ActQ8_0, ActivationFormat, BlockSums, dot_f16, quantize_q8_0_activation};
-use ggufy_quant::dot::{ActQ8_K, BlockFormat, BlockQ4_K, BlockQ5_K, BlockQ6_K, dot_f16_tiled};
+use ggufy_quant::dot::{ActQ8_1, ActQ8_K, BlockFormat, BlockQ4_K, BlockQ5_K, BlockQ6_K};
+use ggufy_quant::dot::{BlockQ4_1, BlockQ5_0, BlockQ5_1, dot_f16_tiled};
 use ggufy_quant::matvec::{
-    Kernel, MAX_TOKENS, f16_rows, f16_rows_multi, f16_rows_tiled, nf4_rows, q4_k_rows, q5_k_rows,
-    q6_k_rows, q8_0_partner_rows, q8_0_partner_rows_multi,
+    Kernel, MAX_TOKENS, f16_rows, f16_rows_multi, f16_rows_tiled, legacy_rows, nf4_rows, q4_k_rows,
+    q5_k_rows, q6_k_rows, q8_0_partner_rows, q8_0_partner_rows_multi,
 };
 use ggufy_quant::nf4::{dequantize_nf4, dot_nf4};
 use ggufy_quant::simd::Level;
@@ -473,5 +474,95 @@ fn long_rows_agree() {
     let x: Vec<f32> = (0..cols).map(|_| next()).collect();
     for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
         check_quantized(ty, rows, &w, &x).unwrap();
+    }
+}
+
+/// `legacy_rows` (Q4_1, Q5_0, Q5_1) against each row's reference dot, on every kernel this CPU
+/// runs: quantized rows, or arbitrary bytes with finite f16 scales and minima (a file need not
+/// come from ggml's quantizer), against quantized activations or arbitrary codes (-128 too).
+fn check_legacy(
+    ty: GgmlType,
+    rows: usize,
+    w: &[f32],
+    x: &[f32],
+    seed: Option<u64>,
+) -> Result<(), TestCaseError> {
+    let cols = x.len();
+    let row_bytes = ty.row_bytes(cols as u64).unwrap() as usize;
+    let mut wq = vec![0u8; rows * row_bytes];
+    let mut s = seed.unwrap_or(0) | 1;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    if seed.is_some() {
+        for blk in wq.chunks_exact_mut(row_bytes / (cols / 32)) {
+            blk.iter_mut().for_each(|b| *b = next() as u8);
+            for at in [0, 2] {
+                let v = half::f16::from_f32((next() % 4000) as f32 / 50.0 - 40.0);
+                blk[at..at + 2].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+    } else {
+        for (src, dst) in w.chunks_exact(cols).zip(wq.chunks_exact_mut(row_bytes)) {
+            quantize_row(ty, src, dst, Rounding::Separate).unwrap();
+        }
+    }
+    let (ab, q8_1) = if ty == GgmlType::Q5_0 {
+        (34, false)
+    } else {
+        (36, true)
+    };
+    let mut act = vec![0u8; cols / 32 * ab];
+    if q8_1 {
+        ActQ8_1::quantize_row(x, &mut act).unwrap();
+    } else {
+        ActQ8_0::quantize_row(x, &mut act).unwrap();
+    }
+    if seed.is_some_and(|s| s % 2 == 0) {
+        for blk in act.chunks_exact_mut(ab) {
+            for c in &mut blk[ab - 32..] {
+                let r = next();
+                *c = if r % 7 == 0 { 0x80 } else { r as u8 };
+            }
+        }
+    }
+    let want: Vec<f32> = wq
+        .chunks_exact(row_bytes)
+        .map(|r| match ty {
+            GgmlType::Q4_1 => BlockQ4_1::vec_dot_blocks(r, &act),
+            GgmlType::Q5_0 => BlockQ5_0::vec_dot_blocks(r, &act),
+            _ => BlockQ5_1::vec_dot_blocks(r, &act),
+        })
+        .collect();
+    for k in Kernel::available() {
+        let mut got = vec![0f32; rows];
+        if legacy_rows(ty, &wq, row_bytes, &act, &mut got, k) {
+            prop_assert_eq!(bits(&got), bits(&want), "{} {:?}", ty, k);
+        } else {
+            // Only where no vector kernel runs.
+            prop_assert!(
+                k == Kernel::Scalar || !cfg!(target_arch = "x86_64"),
+                "{:?}",
+                k
+            );
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn legacy_kernels_equal_the_reference(
+        (rows, w, x) in case(),
+        seed in prop::option::of(any::<u64>()),
+    ) {
+        for ty in [GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1] {
+            check_legacy(ty, rows, &w, &x, seed)?;
+        }
     }
 }

@@ -435,6 +435,12 @@ impl<'a> Matrix<'a> {
             {
                 return;
             }
+            (Storage::Ggml(ty @ GgmlType::Q5_0), Activation::Q8_0(a, _))
+            | (Storage::Ggml(ty @ (GgmlType::Q4_1 | GgmlType::Q5_1)), Activation::Q8_1(a))
+                if matvec::legacy_rows(ty, w, rb, a, out, kernel) =>
+            {
+                return;
+            }
             (Storage::Ggml(GgmlType::Q6_K), Activation::Q8K(a)) => {
                 matvec::q6_k_rows(w, rb, a, out, kernel);
                 return;
