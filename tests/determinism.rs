@@ -150,7 +150,7 @@ fn run_and_perplexity_results_are_identical_at_any_thread_count_and_without_simd
     let f16 = fixtures().join("gguf/tiny-llama-f16.gguf");
     let text = fixtures().join("text/held-out.txt");
     let mut models = vec![f16.clone()];
-    for ty in ["q8_0", "q4_0", "nf4", "q4_1", "q5_0", "q5_1"] {
+    for ty in ["q8_0", "q4_0", "nf4", "q4_1", "q5_0", "q5_1", "bf16"] {
         let out = dir.path().join(format!("{ty}.gguf"));
         run_with(
             &[

@@ -519,6 +519,26 @@ pub fn sum_lanes8(l: [f32; 8]) -> f32 {
     ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))
 }
 
+/// Dot product of a BF16 weight row (little-endian) with activations: eight lanes over the
+/// whole steps of eight (each a product, then a sum), combined by [`sum_lanes8`], then the tail
+/// added in order. The runner's BF16 order; the vector kernels keep it.
+pub fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
+    let n = x.len().min(w.len() / 2);
+    let whole = n / 8 * 8;
+    let weight = |i: usize| crate::fp::bf16_to_f32(u16::from_le_bytes([w[2 * i], w[2 * i + 1]]));
+    let mut acc = [0f32; 8];
+    for i in (0..whole).step_by(8) {
+        for (k, a) in acc.iter_mut().enumerate() {
+            *a += weight(i + k) * x[i + k];
+        }
+    }
+    let mut s = sum_lanes8(acc);
+    for (i, &xv) in x.iter().enumerate().take(n).skip(whole) {
+        s += weight(i) * xv;
+    }
+    s
+}
+
 /// Dot product of an F16 weight row (little-endian halves) with activations that are already
 /// f16 values (rounded through f16, as ggml converts them), in ggml's `ggml_vec_dot_f16` order for
 /// AVX-512 builds: 4 accumulators of 16 lanes over steps of 64, reduced pairwise; a tail shorter

@@ -1,6 +1,6 @@
 //! Many weight rows against one activation row (and batches of them): the runner's inner loop.
-//! x86-64 kernels (AVX2, AVX-512 VNNI) cover Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K and
-//! F16, AArch64 NEON ones Q4_0, Q8_0, Q4_K, Q6_K and F16; every kernel gives exactly the scalar
+//! x86-64 kernels (AVX2, AVX-512 VNNI) cover Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K,
+//! F16 and BF16, AArch64 NEON ones Q4_0, Q8_0, Q4_K, Q6_K, F16 and BF16; every kernel gives exactly the scalar
 //! references' results ([`crate::dot`]), which tests check on random and edge rows.
 
 use ggufy_gguf::GgmlType;
@@ -184,6 +184,32 @@ pub fn legacy_rows(
     }
     let _ = (kernel, act);
     false
+}
+
+/// `out[i]` = BF16 row `i` of `w` · `x` ([`crate::dot::dot_bf16`]'s order), four rows at a time
+/// where a vector kernel runs (each row's eight-lane chain is sequential, so rows side by side
+/// are what keeps the adders busy).
+pub fn bf16_rows(w: &[u8], x: &[f32], out: &mut [f32], kernel: Kernel) {
+    let kernel = kernel.usable();
+    let row_bytes = 2 * x.len();
+    let n = out.len().min(w.len() / row_bytes.max(1));
+    #[cfg(target_arch = "x86_64")]
+    if kernel != Kernel::Scalar {
+        // SAFETY: the x86 kernels are chosen only on CPUs with AVX2 (and FMA, F16C); `w` holds
+        // `n` rows of `x.len()` halves.
+        unsafe { x86::rows_bf16(&w[..n * row_bytes], x, &mut out[..n]) };
+        return;
+    }
+    #[cfg(target_arch = "aarch64")]
+    if kernel == Kernel::Neon {
+        // SAFETY: `Kernel::Neon` runs only where NEON is present (`usable`); `w` holds `n` rows.
+        unsafe { arm::rows_bf16(&w[..n * row_bytes], x, &mut out[..n]) };
+        return;
+    }
+    let _ = kernel;
+    for (o, r) in out.iter_mut().zip(w.chunks_exact(row_bytes.max(1))) {
+        *o = crate::dot::dot_bf16(r, x);
+    }
 }
 
 /// The most activation rows one call of the batched kernels takes.
@@ -731,6 +757,51 @@ mod arm {
             sum -= half_at(x, 2) * dy * msum as f32;
         }
         sum
+    }
+
+    /// [`super::bf16_rows`] with NEON: as the AVX2 kernel, each row's eight lanes as two
+    /// vectors of four.
+    ///
+    /// # Safety
+    /// The CPU must have NEON; `w` holds `out.len()` rows of `x.len()` bf16 values.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn rows_bf16(w: &[u8], x: &[f32], out: &mut [f32]) {
+        let n = x.len();
+        let whole = n / 8 * 8;
+        let mut r0 = 0;
+        while r0 < out.len() {
+            let rows = (out.len() - r0).min(4);
+            let mut acc = [[vdupq_n_f32(0.0); 2]; 4];
+            for i in (0..whole).step_by(8) {
+                // SAFETY: i + 8 <= n: 8 floats of `x` and 16 bytes of each row from 2i.
+                unsafe {
+                    let x0 = vld1q_f32(x.as_ptr().add(i));
+                    let x1 = vld1q_f32(x.as_ptr().add(i + 4));
+                    for (r, a) in acc.iter_mut().enumerate().take(rows) {
+                        let h = vld1q_u16(w.as_ptr().add(2 * ((r0 + r) * n + i)).cast());
+                        let w0 = vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_low_u16(h)));
+                        let w1 = vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_high_u16(h)));
+                        a[0] = vaddq_f32(a[0], vmulq_f32(w0, x0));
+                        a[1] = vaddq_f32(a[1], vmulq_f32(w1, x1));
+                    }
+                }
+            }
+            for (r, a) in acc.iter().enumerate().take(rows) {
+                let mut lanes = [0f32; 8];
+                // SAFETY: `lanes` holds eight floats.
+                unsafe {
+                    vst1q_f32(lanes.as_mut_ptr(), a[0]);
+                    vst1q_f32(lanes.as_mut_ptr().add(4), a[1]);
+                }
+                let row = &w[2 * (r0 + r) * n..2 * (r0 + r + 1) * n];
+                let mut s = crate::dot::sum_lanes8(lanes);
+                for (b, &xv) in row[2 * whole..].chunks_exact(2).zip(&x[whole..]) {
+                    s += crate::fp::bf16_to_f32(u16::from_le_bytes([b[0], b[1]])) * xv;
+                }
+                out[r0 + r] = s;
+            }
+            r0 += rows;
+        }
     }
 
     /// Eight halves at `p` as two vectors of four floats (exact: every f16 is an f32).
@@ -1576,6 +1647,47 @@ pub(crate) mod x86 {
             sum += d * _mm_cvtsi128_si32(s) as f32;
         }
         sum
+    }
+
+    /// [`super::bf16_rows`] with AVX2: four rows' eight-lane chains side by side, each a
+    /// product then a sum as the reference (not fused: a product of two bf16 values can
+    /// underflow, and then one rounding differs from two).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2; `w` holds `out.len()` rows of `x.len()` bf16 values.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn rows_bf16(w: &[u8], x: &[f32], out: &mut [f32]) {
+        let n = x.len();
+        let whole = n / 8 * 8;
+        let mut r0 = 0;
+        while r0 < out.len() {
+            let rows = (out.len() - r0).min(4);
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for i in (0..whole).step_by(8) {
+                // SAFETY: i + 8 <= n: 8 floats of `x` and 16 bytes of each row from 2i.
+                unsafe {
+                    let xv = _mm256_loadu_ps(x.as_ptr().add(i));
+                    for (r, a) in acc.iter_mut().enumerate().take(rows) {
+                        let p = w.as_ptr().add(2 * ((r0 + r) * n + i));
+                        let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()));
+                        let wv = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(h));
+                        *a = _mm256_add_ps(*a, _mm256_mul_ps(wv, xv));
+                    }
+                }
+            }
+            for (r, a) in acc.iter().enumerate().take(rows) {
+                let mut lanes = [0f32; 8];
+                // SAFETY: `lanes` holds eight floats.
+                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *a) };
+                let row = &w[2 * (r0 + r) * n..2 * (r0 + r + 1) * n];
+                let mut s = crate::dot::sum_lanes8(lanes);
+                for (b, &xv) in row[2 * whole..].chunks_exact(2).zip(&x[whole..]) {
+                    s += crate::fp::bf16_to_f32(u16::from_le_bytes([b[0], b[1]])) * xv;
+                }
+                out[r0 + r] = s;
+            }
+            r0 += rows;
+        }
     }
 
     /// The legacy formats [`rows_legacy`] takes, as its const parameter (one build each).

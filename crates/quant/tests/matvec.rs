@@ -5,10 +5,10 @@
 use ggufy_gguf::GgmlType;
 use ggufy_quant::dot::{ActQ8_0, ActivationFormat, BlockSums, dot_f16, quantize_q8_0_activation};
 use ggufy_quant::dot::{ActQ8_1, ActQ8_K, BlockFormat, BlockQ4_K, BlockQ5_K, BlockQ6_K};
-use ggufy_quant::dot::{BlockQ4_1, BlockQ5_0, BlockQ5_1, dot_f16_tiled};
+use ggufy_quant::dot::{BlockQ4_1, BlockQ5_0, BlockQ5_1, dot_bf16, dot_f16_tiled};
 use ggufy_quant::matvec::{
-    Kernel, MAX_TOKENS, f16_rows, f16_rows_multi, f16_rows_tiled, legacy_rows, nf4_rows, q4_k_rows,
-    q5_k_rows, q6_k_rows, q8_0_partner_rows, q8_0_partner_rows_multi,
+    Kernel, MAX_TOKENS, bf16_rows, f16_rows, f16_rows_multi, f16_rows_tiled, legacy_rows, nf4_rows,
+    q4_k_rows, q5_k_rows, q6_k_rows, q8_0_partner_rows, q8_0_partner_rows_multi,
 };
 use ggufy_quant::nf4::{dequantize_nf4, dot_nf4};
 use ggufy_quant::simd::Level;
@@ -563,6 +563,33 @@ proptest! {
     ) {
         for ty in [GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1] {
             check_legacy(ty, rows, &w, &x, seed)?;
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// BF16 rows against the reference on every kernel: tails shorter than eight, subnormal
+    /// weights and activations (products that underflow, where a fused multiply-add would
+    /// round differently) and infinities.
+    #[test]
+    fn bf16_kernel_equals_the_reference(
+        (rows, cols) in (1usize..11, 1usize..80),
+        w in prop::collection::vec(edge_value(), 10 * 80),
+        x in prop::collection::vec(edge_value(), 80),
+    ) {
+        use ggufy_quant::fp::{bf16_to_f32, f32_to_bf16};
+        let wb: Vec<u8> = w[..rows * cols]
+            .iter()
+            .flat_map(|&v| f32_to_bf16(v).to_le_bytes())
+            .collect();
+        let x: Vec<f32> = x[..cols].iter().map(|&v| bf16_to_f32(f32_to_bf16(v))).collect();
+        let want: Vec<f32> = wb.chunks_exact(2 * cols).map(|r| dot_bf16(r, &x)).collect();
+        for k in Kernel::available() {
+            let mut got = vec![0f32; rows];
+            bf16_rows(&wb, &x, &mut got, k);
+            prop_assert_eq!(bits(&got), bits(&want), "{:?}", k);
         }
     }
 }

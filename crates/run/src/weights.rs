@@ -318,12 +318,7 @@ impl<'a> Matrix<'a> {
         match (self.storage, act) {
             (Storage::Ggml(GgmlType::F16), Activation::F16(x)) => ggufy_quant::dot::dot_f16(w, x),
             (Storage::Ggml(GgmlType::BF16), Activation::Bf16(x)) => {
-                scratch.clear();
-                scratch.extend(
-                    w.chunks_exact(2)
-                        .map(|b| bf16_to_f32(u16::from_le_bytes([b[0], b[1]]))),
-                );
-                dot_f32(scratch, x)
+                ggufy_quant::dot::dot_bf16(w, x)
             }
             (Storage::Ggml(GgmlType::F32), Activation::F32(x)) => {
                 scratch.clear();
@@ -455,6 +450,10 @@ impl<'a> Matrix<'a> {
             }
             (Storage::Ggml(GgmlType::F16), Activation::F16(x)) => {
                 matvec::f16_rows(w, x, out, kernel);
+                return;
+            }
+            (Storage::Ggml(GgmlType::BF16), Activation::Bf16(x)) => {
+                matvec::bf16_rows(w, x, out, kernel);
                 return;
             }
             (Storage::Nf4 { absmax }, Activation::F32(x)) => {
