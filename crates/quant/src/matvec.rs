@@ -1,7 +1,8 @@
 //! Many weight rows against one activation row (and batches of them): the runner's inner loop.
 //! x86-64 kernels (AVX2, AVX-512 VNNI) cover Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K,
-//! F16 and BF16, AArch64 NEON ones Q4_0, Q8_0, Q4_K, Q6_K, F16 and BF16; every kernel gives exactly the scalar
-//! references' results ([`crate::dot`]), which tests check on random and edge rows.
+//! F16 and BF16, AArch64 NEON ones Q4_0, Q8_0, Q4_K, Q6_K, F16 and BF16; every kernel gives
+//! exactly the scalar references' results ([`crate::dot`]), which tests check on random and
+//! edge rows.
 
 use ggufy_gguf::GgmlType;
 
@@ -21,11 +22,11 @@ pub enum Kernel {
     /// x86-64 AVX2 (with FMA and F16C).
     Avx2,
     /// x86-64 AVX2 with AVX-VNNI (256-bit VNNI: CPUs without AVX-512, such as Intel's since
-    /// Alder Lake); only the packed Q4_0/Q8_0 kernels use VNNI, the rest run as [`Kernel::Avx2`].
+    /// Alder Lake); only the packed kernels use VNNI, the rest run as [`Kernel::Avx2`].
     AvxVnni,
     /// x86-64 AVX-512 with VNNI (plus AVX2, FMA and F16C).
     Avx512Vnni,
-    /// AArch64 NEON (Q4_0, Q8_0, Q4_K, Q6_K, F16 and NF4; other formats use the references).
+    /// AArch64 NEON (Q4_0, Q8_0, Q4_K, Q6_K, F16, BF16 and NF4; others use the references).
     Neon,
 }
 

@@ -37,8 +37,8 @@ pub enum Cap {
 }
 
 impl Cap {
-    /// The cap a `GGUFY_SIMD` value names (`scalar`, `avx2`, `avxvnni`, `native` or empty), `None` for
-    /// anything else, which the CLI refuses rather than guess.
+    /// The cap a `GGUFY_SIMD` value names (`scalar`, `avx2`, `avxvnni`, `native` or empty),
+    /// `None` for anything else, which the CLI refuses rather than guess.
     pub fn parse(value: &str) -> Option<Cap> {
         match value.trim().to_ascii_lowercase().as_str() {
             "scalar" => Some(Cap::Scalar),
