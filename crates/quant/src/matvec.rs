@@ -497,6 +497,53 @@ pub fn q4_k_rows(w: &[u8], row_bytes: usize, act: &[u8], out: &mut [f32], kernel
     }
 }
 
+/// [`q4_k_rows`] for up to [`MAX_TOKENS`] Q8_K activation rows at once (a prefill batch):
+/// `outs[t][i]` = row `i` · `acts[t]`, each the one-row kernel's result. False (and `outs`
+/// untouched) where no batched kernel runs or the shapes do not fit.
+pub fn q4_k_rows_multi(
+    w: &[u8],
+    row_bytes: usize,
+    acts: &[&[u8]],
+    outs: &mut [&mut [f32]],
+    kernel: Kernel,
+) -> bool {
+    let kernel = kernel.usable();
+    let n = outs.first().map_or(0, |o| o.len());
+    if acts.is_empty()
+        || acts.len() > MAX_TOKENS
+        || acts.len() != outs.len()
+        || outs.iter().any(|o| o.len() != n)
+        || row_bytes == 0
+        || w.len() < n * row_bytes
+    {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if kernel != Kernel::Scalar {
+        macro_rules! go {
+            ($t:literal) => {{
+                let a: &[&[u8]; $t] = acts.try_into().expect("length checked");
+                for (i, r) in w.chunks_exact(row_bytes).take(n).enumerate() {
+                    // SAFETY: the x86 kernels are chosen only on CPUs with AVX2, FMA and F16C.
+                    let res = unsafe { x86::dot_q4_k_multi::<$t>(r, a) };
+                    for (o, v) in outs.iter_mut().zip(res) {
+                        o[i] = v;
+                    }
+                }
+            }};
+        }
+        match acts.len() {
+            1 => go!(1),
+            2 => go!(2),
+            3 => go!(3),
+            _ => go!(4),
+        }
+        return true;
+    }
+    let _ = kernel;
+    false
+}
+
 /// `out[i]` = F16 row `i` of `w` · `x` ([`dot_f16`]'s order). `x` must hold f16 values (each
 /// exactly representable as f16), as the runner's converted activations do: the kernels then
 /// fuse the multiply-add with the same result.
@@ -1543,12 +1590,28 @@ pub(crate) mod x86 {
     /// reference's float steps.
     ///
     /// # Safety
-    /// The CPU must have AVX2.
+    /// The CPU must have AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q4_k(w: &[u8], a: &[u8]) -> f32 {
+        // SAFETY: the caller's contract is this function's.
+        unsafe { dot_q4_k_multi::<1>(w, &[a])[0] }
+    }
+
+    /// [`dot_q4_k`] of one row against `T` activations (a prefill batch): each block's scales
+    /// are decoded and its codes unpacked once for all of them; every result is the one-token
+    /// kernel's.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_q4_k_multi<const T: usize>(w: &[u8], acts: &[&[u8]; T]) -> [f32; T] {
         let m4 = _mm256_set1_epi8(0x0F);
-        let mut sum = 0f32;
-        for (x, y) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
+        let mut sum = [0f32; T];
+        let blocks = acts
+            .iter()
+            .map(|a| a.len() / 292)
+            .fold(w.len() / 144, usize::min);
+        for (b, x) in w.chunks_exact(144).take(blocks).enumerate() {
             prefetch_ahead(x.as_ptr(), 144);
             let scales = &x[4..16];
             let mut sc = [0i16; 8];
@@ -1560,34 +1623,42 @@ pub(crate) mod x86 {
                 mn[2 * j] = i16::from(m);
                 mn[2 * j + 1] = i16::from(m);
             }
-            let mut acc = _mm256_setzero_si256();
-            // SAFETY: `x` is one 144-byte block and `y` one 292-byte block; every load below
-            // stays within them; `mn` is 32 bytes.
-            let msum = unsafe {
+            let mut acc = [_mm256_setzero_si256(); T];
+            // SAFETY: `x` is one 144-byte block and every activation has block b (292 bytes);
+            // every load below stays within them; `mn` is 32 bytes.
+            let msum: [i32; T] = unsafe {
                 for c in 0..4 {
                     let q = _mm256_loadu_si256(x.as_ptr().add(16 + 32 * c).cast());
                     let lo = _mm256_and_si256(q, m4);
                     let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
-                    let ylo = _mm256_loadu_si256(y.as_ptr().add(4 + 64 * c).cast());
-                    let yhi = _mm256_loadu_si256(y.as_ptr().add(36 + 64 * c).cast());
-                    let plo = _mm256_madd_epi16(
-                        _mm256_maddubs_epi16(lo, ylo),
+                    let (s_lo, s_hi) = (
                         _mm256_set1_epi16(sc[2 * c]),
-                    );
-                    let phi = _mm256_madd_epi16(
-                        _mm256_maddubs_epi16(hi, yhi),
                         _mm256_set1_epi16(sc[2 * c + 1]),
                     );
-                    acc = _mm256_add_epi32(acc, _mm256_add_epi32(plo, phi));
+                    for (t, a) in acc.iter_mut().enumerate() {
+                        let y = acts[t].as_ptr().add(292 * b);
+                        let ylo = _mm256_loadu_si256(y.add(4 + 64 * c).cast());
+                        let yhi = _mm256_loadu_si256(y.add(36 + 64 * c).cast());
+                        let plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, ylo), s_lo);
+                        let phi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, yhi), s_hi);
+                        *a = _mm256_add_epi32(*a, _mm256_add_epi32(plo, phi));
+                    }
                 }
-                let bsums = _mm256_loadu_si256(y.as_ptr().add(260).cast());
                 let mins = _mm256_loadu_si256(mn.as_ptr().cast());
-                hsum_i32(_mm256_madd_epi16(bsums, mins))
+                let mut msum = [0i32; T];
+                for (m, a) in msum.iter_mut().zip(acts) {
+                    let bsums = _mm256_loadu_si256(a.as_ptr().add(292 * b + 260).cast());
+                    *m = hsum_i32(_mm256_madd_epi16(bsums, mins));
+                }
+                msum
             };
-            let isum = hsum_i32(acc);
-            let dy = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
-            sum += crate::fp::half_at(x, 0) * dy * isum as f32;
-            sum -= crate::fp::half_at(x, 2) * dy * msum as f32;
+            let (dw, mw) = (crate::fp::half_at(x, 0), crate::fp::half_at(x, 2));
+            for t in 0..T {
+                let y = &acts[t][292 * b..];
+                let dy = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+                sum[t] += dw * dy * hsum_i32(acc[t]) as f32;
+                sum[t] -= mw * dy * msum[t] as f32;
+            }
         }
         sum
     }

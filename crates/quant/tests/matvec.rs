@@ -8,7 +8,7 @@ use ggufy_quant::dot::{ActQ8_1, ActQ8_K, BlockFormat, BlockQ4_K, BlockQ5_K, Bloc
 use ggufy_quant::dot::{BlockQ4_1, BlockQ5_0, BlockQ5_1, dot_bf16, dot_f16_tiled};
 use ggufy_quant::matvec::{
     Kernel, MAX_TOKENS, bf16_rows, f16_rows, f16_rows_multi, f16_rows_tiled, legacy_rows, nf4_rows,
-    q4_k_rows, q5_k_rows, q6_k_rows, q8_0_partner_rows, q8_0_partner_rows_multi,
+    q4_k_rows, q4_k_rows_multi, q5_k_rows, q6_k_rows, q8_0_partner_rows, q8_0_partner_rows_multi,
 };
 use ggufy_quant::nf4::{dequantize_nf4, dot_nf4};
 use ggufy_quant::simd::Level;
@@ -590,6 +590,61 @@ proptest! {
             let mut got = vec![0f32; rows];
             bf16_rows(&wb, &x, &mut got, k);
             prop_assert_eq!(bits(&got), bits(&want), "{:?}", k);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 150, ..ProptestConfig::default() })]
+
+    /// Q4_K rows against one to four Q8_K activations at once equal the reference per token:
+    /// quantized activations, arbitrary weight bytes (every scale and minimum code) with finite
+    /// f16 factors.
+    #[test]
+    fn batched_q4_k_kernel_equals_the_reference(
+        (rows, blocks, tokens) in (1usize..12, 1usize..3, 1usize..=MAX_TOKENS),
+        x in prop::collection::vec(edge_value(), MAX_TOKENS * 2 * 256),
+        seed in any::<u64>(),
+    ) {
+        let row_bytes = blocks * 144;
+        let mut s = seed | 1;
+        let mut wq = vec![0u8; rows * row_bytes];
+        for blk in wq.chunks_exact_mut(144) {
+            for b in blk.iter_mut() {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                *b = s as u8;
+            }
+            for at in [0, 2] {
+                let v = half::f16::from_f32((s >> (8 * at)) as u16 as f32 / 1000.0 - 30.0);
+                blk[at..at + 2].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        let acts: Vec<Vec<u8>> = x
+            .chunks_exact(blocks * 256)
+            .take(tokens)
+            .map(|xt| {
+                let mut a = vec![0u8; blocks * 292];
+                ActQ8_K::quantize_row(xt, &mut a).unwrap();
+                a
+            })
+            .collect();
+        let act_refs: Vec<&[u8]> = acts.iter().map(Vec::as_slice).collect();
+        for k in Kernel::available() {
+            let mut outs = vec![vec![0f32; rows]; tokens];
+            let mut out_refs: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
+            if !q4_k_rows_multi(&wq, row_bytes, &act_refs, &mut out_refs, k) {
+                prop_assert!(k == Kernel::Scalar || !cfg!(target_arch = "x86_64"), "{:?}", k);
+                continue;
+            }
+            for (a, got) in acts.iter().zip(&outs) {
+                let want: Vec<f32> = wq
+                    .chunks_exact(row_bytes)
+                    .map(|r| BlockQ4_K::vec_dot_blocks(r, a))
+                    .collect();
+                prop_assert_eq!(bits(got), bits(&want), "{:?}", k);
+            }
         }
     }
 }
