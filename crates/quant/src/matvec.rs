@@ -497,10 +497,12 @@ pub fn q4_k_rows(w: &[u8], row_bytes: usize, act: &[u8], out: &mut [f32], kernel
     }
 }
 
-/// [`q4_k_rows`] for up to [`MAX_TOKENS`] Q8_K activation rows at once (a prefill batch):
-/// `outs[t][i]` = row `i` · `acts[t]`, each the one-row kernel's result. False (and `outs`
-/// untouched) where no batched kernel runs or the shapes do not fit.
-pub fn q4_k_rows_multi(
+/// [`q4_k_rows`] or [`q5_k_rows`] (by `ty`) for up to [`MAX_TOKENS`] Q8_K activation rows at
+/// once (a prefill batch): `outs[t][i]` = row `i` · `acts[t]`, each the one-row kernel's
+/// result. False (and `outs` untouched) for other types, where no batched kernel runs, or when
+/// the shapes do not fit.
+pub fn k_quant_rows_multi(
+    ty: GgmlType,
     w: &[u8],
     row_bytes: usize,
     acts: &[&[u8]],
@@ -509,7 +511,8 @@ pub fn q4_k_rows_multi(
 ) -> bool {
     let kernel = kernel.usable();
     let n = outs.first().map_or(0, |o| o.len());
-    if acts.is_empty()
+    if !matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K)
+        || acts.is_empty()
         || acts.len() > MAX_TOKENS
         || acts.len() != outs.len()
         || outs.iter().any(|o| o.len() != n)
@@ -520,12 +523,19 @@ pub fn q4_k_rows_multi(
     }
     #[cfg(target_arch = "x86_64")]
     if kernel != Kernel::Scalar {
+        let q5 = ty == GgmlType::Q5_K;
         macro_rules! go {
             ($t:literal) => {{
                 let a: &[&[u8]; $t] = acts.try_into().expect("length checked");
                 for (i, r) in w.chunks_exact(row_bytes).take(n).enumerate() {
                     // SAFETY: the x86 kernels are chosen only on CPUs with AVX2, FMA and F16C.
-                    let res = unsafe { x86::dot_q4_k_multi::<$t>(r, a) };
+                    let res = unsafe {
+                        if q5 {
+                            x86::dot_k_multi::<true, $t>(r, a)
+                        } else {
+                            x86::dot_k_multi::<false, $t>(r, a)
+                        }
+                    };
                     for (o, v) in outs.iter_mut().zip(res) {
                         o[i] = v;
                     }
@@ -1534,56 +1544,8 @@ pub(crate) mod x86 {
     /// The CPU must have AVX2.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q5_k(w: &[u8], a: &[u8]) -> f32 {
-        let m4 = _mm256_set1_epi8(0x0F);
-        let one = _mm256_set1_epi8(1);
-        let mut sum = 0f32;
-        for (x, y) in w.chunks_exact(176).zip(a.chunks_exact(292)) {
-            prefetch_ahead(x.as_ptr(), 176);
-            let scales = &x[4..16];
-            let mut sc = [0i16; 8];
-            let mut mn = [0i16; 16];
-            for j in 0..8 {
-                let (s, m) = crate::kquants::scale_min_k4(j, scales);
-                sc[j] = i16::from(s);
-                mn[2 * j] = i16::from(m);
-                mn[2 * j + 1] = i16::from(m);
-            }
-            let mut acc = _mm256_setzero_si256();
-            // SAFETY: `x` is one 176-byte block and `y` one 292-byte block; every load below
-            // stays within them; `mn` is 32 bytes.
-            let msum = unsafe {
-                let mut qh = _mm256_loadu_si256(x.as_ptr().add(16).cast());
-                for c in 0..4 {
-                    let q = _mm256_loadu_si256(x.as_ptr().add(48 + 32 * c).cast());
-                    // Bit 2c of each qh byte tops the low nibble, bit 2c + 1 the high one;
-                    // `qh` is shifted right by two per chunk.
-                    let b1 = _mm256_slli_epi16::<4>(_mm256_and_si256(qh, one));
-                    let b2 = _mm256_slli_epi16::<3>(_mm256_and_si256(qh, _mm256_set1_epi8(2)));
-                    qh = _mm256_srli_epi16::<2>(qh);
-                    let lo = _mm256_or_si256(_mm256_and_si256(q, m4), b1);
-                    let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q), m4), b2);
-                    let ylo = _mm256_loadu_si256(y.as_ptr().add(4 + 64 * c).cast());
-                    let yhi = _mm256_loadu_si256(y.as_ptr().add(36 + 64 * c).cast());
-                    let plo = _mm256_madd_epi16(
-                        _mm256_maddubs_epi16(lo, ylo),
-                        _mm256_set1_epi16(sc[2 * c]),
-                    );
-                    let phi = _mm256_madd_epi16(
-                        _mm256_maddubs_epi16(hi, yhi),
-                        _mm256_set1_epi16(sc[2 * c + 1]),
-                    );
-                    acc = _mm256_add_epi32(acc, _mm256_add_epi32(plo, phi));
-                }
-                let bsums = _mm256_loadu_si256(y.as_ptr().add(260).cast());
-                let mins = _mm256_loadu_si256(mn.as_ptr().cast());
-                hsum_i32(_mm256_madd_epi16(bsums, mins))
-            };
-            let isum = hsum_i32(acc);
-            let dy = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
-            sum += crate::fp::half_at(x, 0) * dy * isum as f32;
-            sum -= crate::fp::half_at(x, 2) * dy * msum as f32;
-        }
-        sum
+        // SAFETY: the caller's contract is this function's.
+        unsafe { dot_k_multi::<true, 1>(w, &[a])[0] }
     }
 
     /// [`crate::dot::BlockQ4_K`]'s dot with AVX2: the same exact integer sums, then the
@@ -1594,25 +1556,30 @@ pub(crate) mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q4_k(w: &[u8], a: &[u8]) -> f32 {
         // SAFETY: the caller's contract is this function's.
-        unsafe { dot_q4_k_multi::<1>(w, &[a])[0] }
+        unsafe { dot_k_multi::<false, 1>(w, &[a])[0] }
     }
 
-    /// [`dot_q4_k`] of one row against `T` activations (a prefill batch): each block's scales
-    /// are decoded and its codes unpacked once for all of them; every result is the one-token
-    /// kernel's.
+    /// [`dot_q4_k`] (or with `Q5`, [`dot_q5_k`]) of one row against `T` activations (a
+    /// prefill batch): each block's scales are decoded and its codes unpacked once for all of
+    /// them; every result is the one-token kernel's.
     ///
     /// # Safety
     /// The CPU must have AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_q4_k_multi<const T: usize>(w: &[u8], acts: &[&[u8]; T]) -> [f32; T] {
+    pub unsafe fn dot_k_multi<const Q5: bool, const T: usize>(
+        w: &[u8],
+        acts: &[&[u8]; T],
+    ) -> [f32; T] {
+        let (block, codes) = if Q5 { (176, 48) } else { (144, 16) };
         let m4 = _mm256_set1_epi8(0x0F);
+        let one = _mm256_set1_epi8(1);
         let mut sum = [0f32; T];
         let blocks = acts
             .iter()
             .map(|a| a.len() / 292)
-            .fold(w.len() / 144, usize::min);
-        for (b, x) in w.chunks_exact(144).take(blocks).enumerate() {
-            prefetch_ahead(x.as_ptr(), 144);
+            .fold(w.len() / block, usize::min);
+        for (b, x) in w.chunks_exact(block).take(blocks).enumerate() {
+            prefetch_ahead(x.as_ptr(), block);
             let scales = &x[4..16];
             let mut sc = [0i16; 8];
             let mut mn = [0i16; 16];
@@ -1624,13 +1591,23 @@ pub(crate) mod x86 {
                 mn[2 * j + 1] = i16::from(m);
             }
             let mut acc = [_mm256_setzero_si256(); T];
-            // SAFETY: `x` is one 144-byte block and every activation has block b (292 bytes);
-            // every load below stays within them; `mn` is 32 bytes.
+            // SAFETY: `x` is one block and every activation has block b (292 bytes); every
+            // load below stays within them; `mn` is 32 bytes.
             let msum: [i32; T] = unsafe {
+                // Q5_K: bit 2c of each qh byte tops chunk c's low nibbles, bit 2c + 1 its high
+                // ones; `qh` is shifted right by two per chunk.
+                let mut qh = _mm256_loadu_si256(x.as_ptr().add(16).cast());
                 for c in 0..4 {
-                    let q = _mm256_loadu_si256(x.as_ptr().add(16 + 32 * c).cast());
-                    let lo = _mm256_and_si256(q, m4);
-                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+                    let q = _mm256_loadu_si256(x.as_ptr().add(codes + 32 * c).cast());
+                    let mut lo = _mm256_and_si256(q, m4);
+                    let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+                    if Q5 {
+                        let b1 = _mm256_slli_epi16::<4>(_mm256_and_si256(qh, one));
+                        let b2 = _mm256_slli_epi16::<3>(_mm256_and_si256(qh, _mm256_set1_epi8(2)));
+                        qh = _mm256_srli_epi16::<2>(qh);
+                        lo = _mm256_or_si256(lo, b1);
+                        hi = _mm256_or_si256(hi, b2);
+                    }
                     let (s_lo, s_hi) = (
                         _mm256_set1_epi16(sc[2 * c]),
                         _mm256_set1_epi16(sc[2 * c + 1]),

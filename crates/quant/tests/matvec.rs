@@ -7,8 +7,9 @@ use ggufy_quant::dot::{ActQ8_0, ActivationFormat, BlockSums, dot_f16, quantize_q
 use ggufy_quant::dot::{ActQ8_1, ActQ8_K, BlockFormat, BlockQ4_K, BlockQ5_K, BlockQ6_K};
 use ggufy_quant::dot::{BlockQ4_1, BlockQ5_0, BlockQ5_1, dot_bf16, dot_f16_tiled};
 use ggufy_quant::matvec::{
-    Kernel, MAX_TOKENS, bf16_rows, f16_rows, f16_rows_multi, f16_rows_tiled, legacy_rows, nf4_rows,
-    q4_k_rows, q4_k_rows_multi, q5_k_rows, q6_k_rows, q8_0_partner_rows, q8_0_partner_rows_multi,
+    Kernel, MAX_TOKENS, bf16_rows, f16_rows, f16_rows_multi, f16_rows_tiled, k_quant_rows_multi,
+    legacy_rows, nf4_rows, q4_k_rows, q5_k_rows, q6_k_rows, q8_0_partner_rows,
+    q8_0_partner_rows_multi,
 };
 use ggufy_quant::nf4::{dequantize_nf4, dot_nf4};
 use ggufy_quant::simd::Level;
@@ -597,19 +598,24 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 150, ..ProptestConfig::default() })]
 
-    /// Q4_K rows against one to four Q8_K activations at once equal the reference per token:
-    /// quantized activations, arbitrary weight bytes (every scale and minimum code) with finite
-    /// f16 factors.
+    /// Q4_K and Q5_K rows against one to four Q8_K activations at once equal the reference
+    /// per token: quantized activations, arbitrary weight bytes (every scale, minimum and high
+    /// bit) with finite f16 factors.
     #[test]
-    fn batched_q4_k_kernel_equals_the_reference(
+    fn batched_k_quant_kernels_equal_the_reference(
         (rows, blocks, tokens) in (1usize..12, 1usize..3, 1usize..=MAX_TOKENS),
-        x in prop::collection::vec(edge_value(), MAX_TOKENS * 2 * 256),
+        // Plain values: an infinity turns a whole 256-value block's result into NaN, and one
+        // huge value leaves a single nonzero code per block; either hides the rest (the edge
+        // values are the one-token test's; this one is about the batching).
+        x in prop::collection::vec(-4.0f32..4.0, MAX_TOKENS * 2 * 256),
         seed in any::<u64>(),
+        q5 in any::<bool>(),
     ) {
-        let row_bytes = blocks * 144;
+        let (ty, block) = if q5 { (GgmlType::Q5_K, 176) } else { (GgmlType::Q4_K, 144) };
+        let row_bytes = blocks * block;
         let mut s = seed | 1;
         let mut wq = vec![0u8; rows * row_bytes];
-        for blk in wq.chunks_exact_mut(144) {
+        for blk in wq.chunks_exact_mut(block) {
             for b in blk.iter_mut() {
                 s ^= s << 13;
                 s ^= s >> 7;
@@ -634,14 +640,18 @@ proptest! {
         for k in Kernel::available() {
             let mut outs = vec![vec![0f32; rows]; tokens];
             let mut out_refs: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
-            if !q4_k_rows_multi(&wq, row_bytes, &act_refs, &mut out_refs, k) {
+            if !k_quant_rows_multi(ty, &wq, row_bytes, &act_refs, &mut out_refs, k) {
                 prop_assert!(k == Kernel::Scalar || !cfg!(target_arch = "x86_64"), "{:?}", k);
                 continue;
             }
             for (a, got) in acts.iter().zip(&outs) {
                 let want: Vec<f32> = wq
                     .chunks_exact(row_bytes)
-                    .map(|r| BlockQ4_K::vec_dot_blocks(r, a))
+                    .map(|r| if q5 {
+                        BlockQ5_K::vec_dot_blocks(r, a)
+                    } else {
+                        BlockQ4_K::vec_dot_blocks(r, a)
+                    })
                     .collect();
                 prop_assert_eq!(bits(got), bits(&want), "{:?}", k);
             }

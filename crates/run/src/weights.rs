@@ -517,7 +517,7 @@ impl<'a> Matrix<'a> {
                     matvec::q8_0_partner_rows_multi(ty, w, rb, &a, &s, &mut outs, kernel)
                 })
             }
-            Storage::Ggml(GgmlType::Q4_K) => {
+            Storage::Ggml(ty @ (GgmlType::Q4_K | GgmlType::Q5_K)) => {
                 let a: Option<Vec<&[u8]>> = acts
                     .iter()
                     .map(|a| match a {
@@ -525,7 +525,7 @@ impl<'a> Matrix<'a> {
                         _ => None,
                     })
                     .collect();
-                a.is_some_and(|a| matvec::q4_k_rows_multi(w, rb, &a, &mut outs, kernel))
+                a.is_some_and(|a| matvec::k_quant_rows_multi(ty, w, rb, &a, &mut outs, kernel))
             }
             Storage::Ggml(GgmlType::F16) => {
                 let x: Option<Vec<&[f32]>> = acts
