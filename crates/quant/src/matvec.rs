@@ -216,6 +216,16 @@ pub fn bf16_rows(w: &[u8], x: &[f32], out: &mut [f32], kernel: Kernel) {
 /// The most activation rows one call of the batched kernels takes.
 pub const MAX_TOKENS: usize = 4;
 
+/// The output length of a batch of `tokens` activations into `outs`: `None` unless there are
+/// 1 to [`MAX_TOKENS`] of them, one output each, all of one length (the batched kernels' shape).
+pub(crate) fn batch_len(tokens: usize, outs: &[&mut [f32]]) -> Option<usize> {
+    let n = outs.first().map_or(0, |o| o.len());
+    ((1..=MAX_TOKENS).contains(&tokens)
+        && tokens == outs.len()
+        && outs.iter().all(|o| o.len() == n))
+    .then_some(n)
+}
+
 /// [`q8_0_partner_rows`] for up to [`MAX_TOKENS`] activation rows at once (a prefill batch):
 /// `outs[t][i]` = row `i` · `acts[t]`. Each weight block is loaded and unpacked once for all of
 /// them; every result equals the one-row kernel's. Returns false for other types or when
@@ -230,16 +240,14 @@ pub fn q8_0_partner_rows_multi(
     kernel: Kernel,
 ) -> bool {
     let kernel = kernel.usable();
-    let n = outs.first().map_or(0, |o| o.len());
+    let Some(n) = batch_len(acts.len(), outs) else {
+        return false;
+    };
     if !matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0)
-        || acts.is_empty()
-        || acts.len() > MAX_TOKENS
-        || acts.len() != outs.len()
         || sums.len() != acts.len()
         || sums
             .iter()
             .any(|s| s.blocks() < row_bytes / ty.type_size() as usize)
-        || outs.iter().any(|o| o.len() != n)
         || w.len() < n * row_bytes
     {
         return false;
@@ -510,15 +518,10 @@ pub fn k_quant_rows_multi(
     kernel: Kernel,
 ) -> bool {
     let kernel = kernel.usable();
-    let n = outs.first().map_or(0, |o| o.len());
-    if !matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K)
-        || acts.is_empty()
-        || acts.len() > MAX_TOKENS
-        || acts.len() != outs.len()
-        || outs.iter().any(|o| o.len() != n)
-        || row_bytes == 0
-        || w.len() < n * row_bytes
-    {
+    let Some(n) = batch_len(acts.len(), outs) else {
+        return false;
+    };
+    if !matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K) || row_bytes == 0 || w.len() < n * row_bytes {
         return false;
     }
     #[cfg(target_arch = "x86_64")]

@@ -16,7 +16,7 @@
 use ggufy_gguf::GgmlType;
 
 use crate::dot::{BlockFormat, BlockQ4_0, BlockQ6_K, BlockQ8_0, BlockSums};
-use crate::matvec::{Kernel, MAX_TOKENS};
+use crate::matvec::{Kernel, batch_len};
 
 /// Rows per group (one 512-bit register of f32 sums).
 pub const GROUP: usize = 16;
@@ -265,7 +265,7 @@ impl PackedRows {
 
     /// `outs[t][i]` = packed row `first + i` · `acts[t]` (Q8_0 activation rows, with their
     /// [`BlockSums`] in `sums[t]`; Q8_K for Q6_K, whose `sums` are not used), for up to
-    /// [`MAX_TOKENS`] activations; each equals the file-layout kernels' result. False (and
+    /// [`MAX_TOKENS`](crate::matvec::MAX_TOKENS) activations; each equals the file-layout kernels' result. False (and
     /// `outs` untouched) when the rows are out of range, `first` is not a group boundary, or the
     /// activations or their sums do not fit.
     pub fn rows_dot(
@@ -276,14 +276,12 @@ impl PackedRows {
         outs: &mut [&mut [f32]],
         kernel: Kernel,
     ) -> bool {
-        let n = outs.first().map_or(0, |o| o.len());
+        let Some(n) = batch_len(acts.len(), outs) else {
+            return false;
+        };
         let needs_sums = self.ty != GgmlType::Q6_K;
         if !first.is_multiple_of(GROUP)
             || first + n > self.rows()
-            || acts.is_empty()
-            || acts.len() > MAX_TOKENS
-            || acts.len() != outs.len()
-            || outs.iter().any(|o| o.len() != n)
             || acts
                 .iter()
                 .any(|a| a.len() < self.act_block_bytes() * self.blocks)
