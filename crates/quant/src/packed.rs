@@ -265,9 +265,9 @@ impl PackedRows {
 
     /// `outs[t][i]` = packed row `first + i` · `acts[t]` (Q8_0 activation rows, with their
     /// [`BlockSums`] in `sums[t]`; Q8_K for Q6_K, whose `sums` are not used), for up to
-    /// [`MAX_TOKENS`](crate::matvec::MAX_TOKENS) activations; each equals the file-layout kernels' result. False (and
-    /// `outs` untouched) when the rows are out of range, `first` is not a group boundary, or the
-    /// activations or their sums do not fit.
+    /// [`MAX_TOKENS`](crate::matvec::MAX_TOKENS) activations; each equals the file-layout
+    /// kernels' result. False (and `outs` untouched) when the rows are out of range, `first` is
+    /// not a group boundary, or the activations or their sums do not fit.
     pub fn rows_dot(
         &self,
         first: usize,
