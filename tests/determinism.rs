@@ -165,6 +165,10 @@ fn run_and_perplexity_results_are_identical_at_any_thread_count_and_without_simd
         );
         models.push(out);
     }
+    // K-quant files from llama.cpp's quantizer (ggufy does not write K-quants).
+    for name in ["q4_k_m", "q5_k_s"] {
+        models.push(fixtures().join(format!("gguf/tiny-llama-{name}.llamacpp.gguf")));
+    }
     for model in &models {
         let m = model.to_str().unwrap();
         let jobs: [Vec<&str>; 3] = [

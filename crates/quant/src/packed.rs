@@ -1,4 +1,5 @@
-//! Q4_0, Q8_0 and Q6_K matrices regrouped sixteen rows at a time for the decode loop.
+//! Q4_0, Q8_0 and K-quant (Q4_K, Q5_K, Q6_K) matrices regrouped sixteen rows at a time for the
+//! decode and prefill loops.
 //!
 //! In a file, a matrix's rows follow each other. A kernel that keeps each row's sum in its own
 //! vector lane (ggml's order: one multiply-add per block and row) then reads sixteen streams a
@@ -15,7 +16,7 @@
 
 use ggufy_gguf::GgmlType;
 
-use crate::dot::{BlockFormat, BlockQ4_0, BlockQ6_K, BlockQ8_0, BlockSums};
+use crate::dot::{BlockFormat, BlockQ4_0, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockSums};
 use crate::matvec::{Kernel, batch_len};
 
 /// Rows per group (one 512-bit register of f32 sums).
@@ -26,8 +27,8 @@ pub const GROUP: usize = 16;
 /// for every block (32 bytes per block, row order), then for every block its codes as 64-byte
 /// lines, line `j` holding bytes `4j..4j + 4` of each row's codes in row order (Q4_0: 4 lines
 /// of raw nibble bytes; Q8_0: 8 lines with the sign bit flipped, i.e. code + 128, the unsigned
-/// operand `vpdpbusd` wants). Q6_K groups go superblock by superblock instead (see
-/// [`q6_k_offset`]). A group holds exactly the bytes of its rows.
+/// operand `vpdpbusd` wants). K-quant groups go superblock by superblock instead (see
+/// [`k_offset`] and [`q6_k_offset`]). A group holds exactly the bytes of its rows.
 /// Rows past the last whole group are not here: the caller keeps them in the file's layout.
 #[derive(Debug)]
 pub struct PackedRows {
@@ -77,6 +78,31 @@ impl PlainCopy {
 /// Bytes of a Q6_K superblock in the file.
 const Q6_K_BYTES: usize = 210;
 
+/// Bytes of a Q4_K superblock in the file.
+const Q4_K_BYTES: usize = 144;
+
+/// Bytes of a Q5_K superblock in the file.
+const Q5_K_BYTES: usize = 176;
+
+/// Where byte `o` of row `r`'s Q4_K (or, `q5`, Q5_K) superblock goes in the group's packed
+/// superblock (16 × 144 or 16 × 176 bytes): the 16 f16 scales `d` then the 16 f16 minimum
+/// scales `dmin` (one 64-byte line), the 12 bytes of 6-bit sub-block scales and minimums as 3
+/// lines of four bytes per row (192), Q5_K's fifth bits `qh` as 8 such lines (512), then the
+/// nibbles `qs` as 32 such lines (2048). Line `8c + j` of `qs` holds codes `4j..4j + 4` of
+/// sub-block `2c` (low nibbles) and of sub-block `2c + 1` (high nibbles) of every row, so one
+/// broadcast of four activation codes serves sixteen rows.
+fn k_offset(q5: bool, r: usize, o: usize) -> usize {
+    let (qh, qs) = (16, if q5 { 48 } else { 16 });
+    let quad = |base: usize, at: usize| base + 64 * (at / 4) + 4 * r + at % 4;
+    match o {
+        0..2 => 2 * r + o,
+        2..4 => 32 + 2 * r + (o - 2),
+        4..16 => quad(64, o - 4),
+        _ if o < qs => quad(256, o - qh),
+        _ => quad(if q5 { 768 } else { 256 }, o - qs),
+    }
+}
+
 /// Where byte `o` of row `r`'s Q6_K superblock goes in the group's packed superblock (16 × 210
 /// bytes): the 16 f16 scales `d` (32 bytes), the 16 sub-block scales as 16 lines of one byte per
 /// row (256), then the low-nibble bytes `ql` and the high-bit bytes `qh` as 64-byte lines of
@@ -91,6 +117,24 @@ fn q6_k_offset(r: usize, o: usize) -> usize {
     }
 }
 
+/// Bytes of a superblock of the K-quant types packed superblock by superblock.
+fn superblock_bytes(ty: GgmlType) -> Option<usize> {
+    match ty {
+        GgmlType::Q4_K => Some(Q4_K_BYTES),
+        GgmlType::Q5_K => Some(Q5_K_BYTES),
+        GgmlType::Q6_K => Some(Q6_K_BYTES),
+        _ => None,
+    }
+}
+
+/// Where byte `o` of row `r`'s superblock goes in its group's packed superblock.
+fn superblock_offset(ty: GgmlType, r: usize, o: usize) -> usize {
+    match ty {
+        GgmlType::Q6_K => q6_k_offset(r, o),
+        _ => k_offset(ty == GgmlType::Q5_K, r, o),
+    }
+}
+
 /// Code bytes per block and the XOR that makes them unsigned, by type.
 fn code_layout(ty: GgmlType) -> (usize, u8) {
     if ty == GgmlType::Q4_0 {
@@ -102,11 +146,16 @@ fn code_layout(ty: GgmlType) -> (usize, u8) {
 
 impl PackedRows {
     /// Packs the whole groups of `rows` rows of `row_bytes` in `w`; `None` for types other
-    /// than Q4_0, Q8_0 and Q6_K, for rows that are not whole blocks, when `w` is too short, or
+    /// than Q4_0, Q8_0, Q4_K, Q5_K and Q6_K, for rows that are not whole blocks, when `w` is too short, or
     /// when the memory cannot be had.
     pub fn new(ty: GgmlType, w: &[u8], row_bytes: usize, rows: usize) -> Option<PackedRows> {
-        if ty == GgmlType::Q6_K {
-            return Self::new_q6_k(w, row_bytes, rows);
+        if let Some(sb) = superblock_bytes(ty) {
+            return Self::regroup(ty, w, row_bytes, rows, sb, |group, r, b, blk| {
+                let out = &mut group[GROUP * sb * b..][..GROUP * sb];
+                for (o, &byte) in blk.iter().enumerate() {
+                    out[superblock_offset(ty, r, o)] = byte;
+                }
+            });
         }
         if !matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0) {
             return None;
@@ -170,24 +219,6 @@ impl PackedRows {
         })
     }
 
-    /// [`PackedRows::new`] for Q6_K: superblock `b` of the group's rows at `b · 16 · 210`,
-    /// each byte where [`q6_k_offset`] puts it.
-    fn new_q6_k(w: &[u8], row_bytes: usize, rows: usize) -> Option<PackedRows> {
-        Self::regroup(
-            GgmlType::Q6_K,
-            w,
-            row_bytes,
-            rows,
-            Q6_K_BYTES,
-            |group, r, b, blk| {
-                let out = &mut group[GROUP * Q6_K_BYTES * b..][..GROUP * Q6_K_BYTES];
-                for (o, &byte) in blk.iter().enumerate() {
-                    out[q6_k_offset(r, o)] = byte;
-                }
-            },
-        )
-    }
-
     /// The weight type.
     pub fn ty(&self) -> GgmlType {
         self.ty
@@ -211,14 +242,17 @@ impl PackedRows {
     fn block_bytes(&self) -> usize {
         match self.ty {
             GgmlType::Q4_0 => 18,
-            GgmlType::Q6_K => Q6_K_BYTES,
-            _ => 34,
+            ty => superblock_bytes(ty).unwrap_or(34),
         }
     }
 
     /// Bytes of one block of the activation format the type pairs with (Q8_0 or Q8_K).
     fn act_block_bytes(&self) -> usize {
-        if self.ty == GgmlType::Q6_K { 292 } else { 34 }
+        if superblock_bytes(self.ty).is_some() {
+            292
+        } else {
+            34
+        }
     }
 
     fn group_bytes(&self) -> usize {
@@ -231,16 +265,13 @@ impl PackedRows {
 
     /// Row `r` in the file's layout (the scalar path, and tests).
     pub fn row(&self, r: usize) -> Vec<u8> {
-        if self.ty == GgmlType::Q6_K {
+        if let Some(sb) = superblock_bytes(self.ty) {
             let group = &self.data()[r / GROUP * self.group_bytes()..][..self.group_bytes()];
             let i = r % GROUP;
-            let mut out = vec![0u8; self.blocks * Q6_K_BYTES];
-            for (blk, packed) in out
-                .chunks_exact_mut(Q6_K_BYTES)
-                .zip(group.chunks_exact(GROUP * Q6_K_BYTES))
-            {
+            let mut out = vec![0u8; self.blocks * sb];
+            for (blk, packed) in out.chunks_exact_mut(sb).zip(group.chunks_exact(GROUP * sb)) {
                 for (o, byte) in blk.iter_mut().enumerate() {
-                    *byte = packed[q6_k_offset(i, o)];
+                    *byte = packed[superblock_offset(self.ty, i, o)];
                 }
             }
             return out;
@@ -264,7 +295,7 @@ impl PackedRows {
     }
 
     /// `outs[t][i]` = packed row `first + i` · `acts[t]` (Q8_0 activation rows, with their
-    /// [`BlockSums`] in `sums[t]`; Q8_K for Q6_K, whose `sums` are not used), for up to
+    /// [`BlockSums`] in `sums[t]`; Q8_K for the K-quants, whose `sums` are not used), for up to
     /// [`MAX_TOKENS`](crate::matvec::MAX_TOKENS) activations; each equals the file-layout
     /// kernels' result. False (and `outs` untouched) when the rows are out of range, `first` is
     /// not a group boundary, or the activations or their sums do not fit.
@@ -279,7 +310,7 @@ impl PackedRows {
         let Some(n) = batch_len(acts.len(), outs) else {
             return false;
         };
-        let needs_sums = self.ty != GgmlType::Q6_K;
+        let needs_sums = superblock_bytes(self.ty).is_none();
         if !first.is_multiple_of(GROUP)
             || first + n > self.rows()
             || acts
@@ -308,6 +339,12 @@ impl PackedRows {
                                 x86::groups::<true, $t>(w, whole, self.blocks, a, s(), o)
                             }
                             GgmlType::Q6_K => x86::q6_k_groups::<$t>(w, whole, self.blocks, a, o),
+                            GgmlType::Q4_K => {
+                                x86::k_groups::<false, $t>(w, whole, self.blocks, a, o)
+                            }
+                            GgmlType::Q5_K => {
+                                x86::k_groups::<true, $t>(w, whole, self.blocks, a, o)
+                            }
                             _ => x86::groups::<false, $t>(w, whole, self.blocks, a, s(), o),
                         }
                     }
@@ -343,6 +380,18 @@ impl PackedRows {
                             }
                             (GgmlType::Q6_K, true) => {
                                 x86::q6_k_groups_avx_vnni::<$t>(w, whole, b, a, o)
+                            }
+                            (GgmlType::Q4_K, false) => {
+                                x86::k_groups_avx2::<false, $t>(w, whole, b, a, o)
+                            }
+                            (GgmlType::Q4_K, true) => {
+                                x86::k_groups_avx_vnni::<false, $t>(w, whole, b, a, o)
+                            }
+                            (GgmlType::Q5_K, false) => {
+                                x86::k_groups_avx2::<true, $t>(w, whole, b, a, o)
+                            }
+                            (GgmlType::Q5_K, true) => {
+                                x86::k_groups_avx_vnni::<true, $t>(w, whole, b, a, o)
                             }
                             (GgmlType::Q4_0, false) => {
                                 x86::groups_avx2::<true, $t, $split>(w, whole, b, a, s(), o)
@@ -383,6 +432,8 @@ impl PackedRows {
                 o[i] = match self.ty {
                     GgmlType::Q4_0 => BlockQ4_0::vec_dot_blocks(&row, a),
                     GgmlType::Q6_K => BlockQ6_K::vec_dot_blocks(&row, a),
+                    GgmlType::Q4_K => BlockQ4_K::vec_dot_blocks(&row, a),
+                    GgmlType::Q5_K => BlockQ5_K::vec_dot_blocks(&row, a),
                     _ => BlockQ8_0::vec_dot_blocks(&row, a),
                 };
             }
@@ -899,6 +950,350 @@ mod x86 {
             for t in 0..T {
                 // SAFETY: every `outs[t]` has at least 16g + 16 elements.
                 unsafe { _mm512_storeu_ps(outs[t].as_mut_ptr().add(GROUP * g), acc[t]) };
+            }
+        }
+    }
+
+    /// Sub-block `j`'s 6-bit scale (`MIN` false) or minimum (`MIN` true) of the sixteen rows
+    /// whose packed scale lines are `l` (bytes 4i..4i + 4 of each row's 12 in line i), as
+    /// i32 lanes: ggml's `get_scale_min_k4` on sixteen rows at once.
+    #[inline(always)]
+    fn k_scale_512<const MIN: bool>(l: &[__m512i; 3], j: usize) -> __m512i {
+        // SAFETY: plain AVX-512F arithmetic; this is inlined into functions that enable it.
+        unsafe {
+            let shr = |v: __m512i, n: usize| _mm512_srl_epi32(v, _mm_cvtsi32_si128(n as i32));
+            let low = if MIN { l[1] } else { l[0] };
+            if j < 4 {
+                _mm512_and_si512(shr(low, 8 * j), _mm512_set1_epi32(63))
+            } else {
+                let nib = shr(l[2], 8 * (j - 4) + if MIN { 4 } else { 0 });
+                let top = _mm512_and_si512(shr(low, 8 * (j - 4) + 6), _mm512_set1_epi32(3));
+                _mm512_or_si512(
+                    _mm512_and_si512(nib, _mm512_set1_epi32(15)),
+                    _mm512_slli_epi32::<4>(top),
+                )
+            }
+        }
+    }
+
+    /// Q4_K (or, `Q5`, Q5_K) groups against `T` Q8_K activations. Per superblock and group,
+    /// for each of the 8 sub-blocks: the sixteen rows' codes (unsigned, 0..15 or 0..31) summed
+    /// against the activation with `vpdpbusd` and multiplied by each row's sub-block scale;
+    /// the minimums against the activation's 16-element sums with `vpdpwssd`; then each row's
+    /// `sum += (d·dy)·isum` and `sum -= (dmin·dy)·msum` — the reference's order.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA, F16C and AVX-512 F/BW/VL/VNNI; `w` must hold `groups`
+    /// packed Q4_K or Q5_K (`Q5`) groups of `blocks` superblocks, every `acts[t]` `blocks`
+    /// Q8_K blocks, and every `outs[t]` at least `16 · groups` elements.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub unsafe fn k_groups<const Q5: bool, const T: usize>(
+        w: &[u8],
+        groups: usize,
+        blocks: usize,
+        acts: &[&[u8]; T],
+        outs: &mut [&mut [f32]; T],
+    ) {
+        let m4 = _mm512_set1_epi8(0x0F);
+        let (bit0, bit1) = (_mm512_set1_epi8(1), _mm512_set1_epi8(2));
+        let block_bytes = GROUP
+            * if Q5 {
+                super::Q5_K_BYTES
+            } else {
+                super::Q4_K_BYTES
+            };
+        let qs = if Q5 { 768 } else { 256 };
+        for g in 0..groups {
+            let mut acc = [_mm512_setzero_ps(); T];
+            for s in 0..blocks {
+                // SAFETY: superblock s of group g is within `w`, and every activation has
+                // block s (292 bytes: f32 scale, 256 codes, 16 i16 sums); the loads below
+                // stay within them.
+                unsafe {
+                    let base = w.as_ptr().add((g * blocks + s) * block_bytes);
+                    for l in 0..4 {
+                        _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(PREFETCH + 64 * l).cast());
+                    }
+                    let lines = [1, 2, 3].map(|i| _mm512_loadu_si512(base.add(64 * i).cast()));
+                    let mut isum = [_mm512_setzero_si512(); T];
+                    for c in 0..4 {
+                        let mut lo_sum = [_mm512_setzero_si512(); T];
+                        let mut hi_sum = [_mm512_setzero_si512(); T];
+                        for j in 0..8 {
+                            let line = base.add(qs + 64 * (8 * c + j));
+                            _mm_prefetch::<_MM_HINT_T0>(line.wrapping_add(PREFETCH).cast());
+                            let v = _mm512_loadu_si512(line.cast());
+                            let mut lo = _mm512_and_si512(v, m4);
+                            let mut hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
+                            if Q5 {
+                                // Bit 2c of each qh byte tops sub-block 2c's code, bit 2c + 1
+                                // sub-block 2c + 1's.
+                                let h = _mm512_loadu_si512(base.add(256 + 64 * j).cast());
+                                let h = _mm512_srl_epi16(h, _mm_cvtsi32_si128(2 * c as i32));
+                                lo = _mm512_or_si512(
+                                    lo,
+                                    _mm512_slli_epi16::<4>(_mm512_and_si512(h, bit0)),
+                                );
+                                hi = _mm512_or_si512(
+                                    hi,
+                                    _mm512_slli_epi16::<3>(_mm512_and_si512(h, bit1)),
+                                );
+                            }
+                            for t in 0..T {
+                                let y = acts[t].as_ptr().add(292 * s + 4 + 64 * c + 4 * j);
+                                let ylo = _mm512_set1_epi32(y.cast::<i32>().read_unaligned());
+                                let yhi =
+                                    _mm512_set1_epi32(y.add(32).cast::<i32>().read_unaligned());
+                                lo_sum[t] = _mm512_dpbusd_epi32(lo_sum[t], lo, ylo);
+                                hi_sum[t] = _mm512_dpbusd_epi32(hi_sum[t], hi, yhi);
+                            }
+                        }
+                        let (s_lo, s_hi) = (
+                            k_scale_512::<false>(&lines, 2 * c),
+                            k_scale_512::<false>(&lines, 2 * c + 1),
+                        );
+                        for t in 0..T {
+                            let both = _mm512_add_epi32(
+                                _mm512_mullo_epi32(lo_sum[t], s_lo),
+                                _mm512_mullo_epi32(hi_sum[t], s_hi),
+                            );
+                            isum[t] = _mm512_add_epi32(isum[t], both);
+                        }
+                    }
+                    // Each minimum covers two 16-element activation sums: the same value in
+                    // both i16 halves of a lane meets the two sums of one broadcast i32.
+                    let mut msum = [_mm512_setzero_si512(); T];
+                    for j in 0..8 {
+                        let m = k_scale_512::<true>(&lines, j);
+                        let m = _mm512_or_si512(m, _mm512_slli_epi32::<16>(m));
+                        for t in 0..T {
+                            let bs = acts[t].as_ptr().add(292 * s + 260 + 4 * j);
+                            let bs = _mm512_set1_epi32(bs.cast::<i32>().read_unaligned());
+                            msum[t] = _mm512_dpwssd_epi32(msum[t], m, bs);
+                        }
+                    }
+                    let dw = _mm512_cvtph_ps(_mm256_loadu_si256(base.cast()));
+                    let mw = _mm512_cvtph_ps(_mm256_loadu_si256(base.add(32).cast()));
+                    for t in 0..T {
+                        let dy = _mm512_set1_ps(
+                            acts[t].as_ptr().add(292 * s).cast::<f32>().read_unaligned(),
+                        );
+                        let d = _mm512_mul_ps(dw, dy);
+                        acc[t] =
+                            _mm512_add_ps(acc[t], _mm512_mul_ps(d, _mm512_cvtepi32_ps(isum[t])));
+                        let m = _mm512_mul_ps(mw, dy);
+                        acc[t] =
+                            _mm512_sub_ps(acc[t], _mm512_mul_ps(m, _mm512_cvtepi32_ps(msum[t])));
+                    }
+                }
+            }
+            for t in 0..T {
+                // SAFETY: every `outs[t]` has at least 16g + 16 elements.
+                unsafe { _mm512_storeu_ps(outs[t].as_mut_ptr().add(GROUP * g), acc[t]) };
+            }
+        }
+    }
+
+    /// [`k_scale_512`] for eight rows (one 32-byte half of each scale line).
+    #[inline(always)]
+    fn k_scale_256<const MIN: bool>(l: &[__m256i; 3], j: usize) -> __m256i {
+        // SAFETY: plain AVX2 arithmetic; this is inlined into functions that enable it.
+        unsafe {
+            let shr = |v: __m256i, n: usize| _mm256_srl_epi32(v, _mm_cvtsi32_si128(n as i32));
+            let low = if MIN { l[1] } else { l[0] };
+            if j < 4 {
+                _mm256_and_si256(shr(low, 8 * j), _mm256_set1_epi32(63))
+            } else {
+                let nib = shr(l[2], 8 * (j - 4) + if MIN { 4 } else { 0 });
+                let top = _mm256_and_si256(shr(low, 8 * (j - 4) + 6), _mm256_set1_epi32(3));
+                _mm256_or_si256(
+                    _mm256_and_si256(nib, _mm256_set1_epi32(15)),
+                    _mm256_slli_epi32::<4>(top),
+                )
+            }
+        }
+    }
+
+    /// [`k_groups`] with AVX2 (no VNNI).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C; otherwise as [`k_groups`].
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn k_groups_avx2<const Q5: bool, const T: usize>(
+        w: &[u8],
+        groups: usize,
+        blocks: usize,
+        acts: &[&[u8]; T],
+        outs: &mut [&mut [f32]; T],
+    ) {
+        // SAFETY: the caller's contract is `k_groups_256`'s, and the features are enabled.
+        unsafe { k_groups_256::<Q5, T, false>(w, groups, blocks, acts, outs) }
+    }
+
+    /// [`k_groups`] with AVX-VNNI.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA, F16C and AVX-VNNI; otherwise as [`k_groups`].
+    #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+    pub unsafe fn k_groups_avx_vnni<const Q5: bool, const T: usize>(
+        w: &[u8],
+        groups: usize,
+        blocks: usize,
+        acts: &[&[u8]; T],
+        outs: &mut [&mut [f32]; T],
+    ) {
+        // SAFETY: the caller's contract is `k_groups_256`'s, and the features are enabled.
+        unsafe { k_groups_256::<Q5, T, true>(w, groups, blocks, acts, outs) }
+    }
+
+    /// [`k_groups`] with 256-bit vectors: each superblock's lines as two halves of eight rows,
+    /// one after the other (the second reads them from cache). The sums are the same exact
+    /// integers: with `VNNI` from `vpdpbusd`; without, `vpmaddubsw` (codes ≤ 31, so two lines'
+    /// pair sums stay within i16) widened by `vpmaddwd`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C, and AVX-VNNI if `VNNI`, enabled in the function
+    /// this is inlined into; otherwise as [`k_groups`].
+    #[inline(always)]
+    unsafe fn k_groups_256<const Q5: bool, const T: usize, const VNNI: bool>(
+        w: &[u8],
+        groups: usize,
+        blocks: usize,
+        acts: &[&[u8]; T],
+        outs: &mut [&mut [f32]; T],
+    ) {
+        // SAFETY: the features are the caller's (this is inlined into a function that enables
+        // them); every superblock of every group is within `w`, every activation has all
+        // `blocks` Q8_K blocks (292 bytes) and every `outs[t]` `16 · groups` elements, by the
+        // caller's contract; the loads and stores below stay within them.
+        unsafe {
+            let m4 = _mm256_set1_epi8(0x0F);
+            let (bit0, bit1) = (_mm256_set1_epi8(1), _mm256_set1_epi8(2));
+            let ones = _mm256_set1_epi16(1);
+            let block_bytes = GROUP
+                * if Q5 {
+                    super::Q5_K_BYTES
+                } else {
+                    super::Q4_K_BYTES
+                };
+            let qs = if Q5 { 768 } else { 256 };
+            for g in 0..groups {
+                let mut acc = [[_mm256_setzero_ps(); T]; 2];
+                for s in 0..blocks {
+                    {
+                        let base = w.as_ptr().add((g * blocks + s) * block_bytes);
+                        for l in 0..4 {
+                            _mm_prefetch::<_MM_HINT_T0>(
+                                base.wrapping_add(PREFETCH + 64 * l).cast(),
+                            );
+                        }
+                        for (h, acc) in acc.iter_mut().enumerate() {
+                            let lines = [1, 2, 3]
+                                .map(|i| _mm256_loadu_si256(base.add(64 * i + 32 * h).cast()));
+                            let mut isum = [_mm256_setzero_si256(); T];
+                            for c in 0..4 {
+                                let mut lo_sum = [_mm256_setzero_si256(); T];
+                                let mut hi_sum = [_mm256_setzero_si256(); T];
+                                let mut lo_pair = [_mm256_setzero_si256(); T];
+                                let mut hi_pair = [_mm256_setzero_si256(); T];
+                                for j in 0..8 {
+                                    let line = base.add(qs + 64 * (8 * c + j));
+                                    if h == 0 {
+                                        _mm_prefetch::<_MM_HINT_T0>(
+                                            line.wrapping_add(PREFETCH).cast(),
+                                        );
+                                    }
+                                    let v = _mm256_loadu_si256(line.add(32 * h).cast());
+                                    let mut lo = _mm256_and_si256(v, m4);
+                                    let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+                                    if Q5 {
+                                        let q = _mm256_loadu_si256(
+                                            base.add(256 + 64 * j + 32 * h).cast(),
+                                        );
+                                        let q =
+                                            _mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * c as i32));
+                                        lo = _mm256_or_si256(
+                                            lo,
+                                            _mm256_slli_epi16::<4>(_mm256_and_si256(q, bit0)),
+                                        );
+                                        hi = _mm256_or_si256(
+                                            hi,
+                                            _mm256_slli_epi16::<3>(_mm256_and_si256(q, bit1)),
+                                        );
+                                    }
+                                    for t in 0..T {
+                                        let y = acts[t].as_ptr().add(292 * s + 4 + 64 * c + 4 * j);
+                                        let ylo =
+                                            _mm256_set1_epi32(y.cast::<i32>().read_unaligned());
+                                        let yhi = _mm256_set1_epi32(
+                                            y.add(32).cast::<i32>().read_unaligned(),
+                                        );
+                                        if VNNI {
+                                            lo_sum[t] = _mm256_dpbusd_avx_epi32(lo_sum[t], lo, ylo);
+                                            hi_sum[t] = _mm256_dpbusd_avx_epi32(hi_sum[t], hi, yhi);
+                                        } else {
+                                            let pl = _mm256_maddubs_epi16(lo, ylo);
+                                            let ph = _mm256_maddubs_epi16(hi, yhi);
+                                            if j % 2 == 0 {
+                                                (lo_pair[t], hi_pair[t]) = (pl, ph);
+                                            } else {
+                                                let pl = _mm256_add_epi16(lo_pair[t], pl);
+                                                let ph = _mm256_add_epi16(hi_pair[t], ph);
+                                                lo_sum[t] = _mm256_add_epi32(
+                                                    lo_sum[t],
+                                                    _mm256_madd_epi16(pl, ones),
+                                                );
+                                                hi_sum[t] = _mm256_add_epi32(
+                                                    hi_sum[t],
+                                                    _mm256_madd_epi16(ph, ones),
+                                                );
+                                            }
+                                        }
+                                    }
+                                }
+                                let s_lo = k_scale_256::<false>(&lines, 2 * c);
+                                let s_hi = k_scale_256::<false>(&lines, 2 * c + 1);
+                                for t in 0..T {
+                                    let both = _mm256_add_epi32(
+                                        _mm256_mullo_epi32(lo_sum[t], s_lo),
+                                        _mm256_mullo_epi32(hi_sum[t], s_hi),
+                                    );
+                                    isum[t] = _mm256_add_epi32(isum[t], both);
+                                }
+                            }
+                            let mut msum = [_mm256_setzero_si256(); T];
+                            for j in 0..8 {
+                                let m = k_scale_256::<true>(&lines, j);
+                                let m = _mm256_or_si256(m, _mm256_slli_epi32::<16>(m));
+                                for t in 0..T {
+                                    let bs = acts[t].as_ptr().add(292 * s + 260 + 4 * j);
+                                    let bs = _mm256_set1_epi32(bs.cast::<i32>().read_unaligned());
+                                    msum[t] = _mm256_add_epi32(msum[t], _mm256_madd_epi16(m, bs));
+                                }
+                            }
+                            let dw = _mm256_cvtph_ps(_mm_loadu_si128(base.add(16 * h).cast()));
+                            let mw = _mm256_cvtph_ps(_mm_loadu_si128(base.add(32 + 16 * h).cast()));
+                            for t in 0..T {
+                                let dy =
+                                    acts[t].as_ptr().add(292 * s).cast::<f32>().read_unaligned();
+                                let dy = _mm256_set1_ps(dy);
+                                let d = _mm256_mul_ps(dw, dy);
+                                let a = _mm256_add_ps(
+                                    acc[t],
+                                    _mm256_mul_ps(d, _mm256_cvtepi32_ps(isum[t])),
+                                );
+                                let m = _mm256_mul_ps(mw, dy);
+                                acc[t] =
+                                    _mm256_sub_ps(a, _mm256_mul_ps(m, _mm256_cvtepi32_ps(msum[t])));
+                            }
+                        }
+                    }
+                }
+                for (h, a) in acc.iter().enumerate() {
+                    for (o, v) in outs.iter_mut().zip(a) {
+                        _mm256_storeu_ps(o.as_mut_ptr().add(GROUP * g + 8 * h), *v);
+                    }
+                }
             }
         }
     }

@@ -1,10 +1,10 @@
-//! Packed Q4_0/Q8_0/Q6_K rows against the file-layout scalar references, bit for bit: quantized
+//! Packed Q4_0/Q8_0/Q4_K/Q5_K/Q6_K rows against the file-layout scalar references, bit for bit: quantized
 //! rows and hand-made blocks with every code byte and extreme scales, one to four activations,
 //! whole matrices and group-aligned slices of them.
 
 use ggufy_gguf::GgmlType;
 use ggufy_quant::dot::{ActQ8_0, ActQ8_K, ActivationFormat, BlockSums};
-use ggufy_quant::matvec::{Kernel, MAX_TOKENS, q6_k_rows, q8_0_partner_rows};
+use ggufy_quant::matvec::{Kernel, MAX_TOKENS, q4_k_rows, q5_k_rows, q6_k_rows, q8_0_partner_rows};
 use ggufy_quant::packed::{GROUP, PackedRows};
 use ggufy_quant::{Rounding, quantize_row};
 use proptest::prelude::*;
@@ -162,7 +162,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
 
     #[test]
-    fn packed_q6_k_rows_equal_the_reference(
+    fn packed_k_quant_rows_equal_the_reference(
         (rows, blocks, tokens) in (1usize..40, 1usize..3, 1usize..=MAX_TOKENS),
         w in prop::collection::vec(value(), 40 * 2 * 256),
         x in prop::collection::vec(value(), MAX_TOKENS * 2 * 256),
@@ -170,29 +170,6 @@ proptest! {
         start_group in 0usize..3,
     ) {
         let cols = blocks * 256;
-        let row_bytes = blocks * 210;
-        let mut wq = vec![0u8; rows * row_bytes];
-        match seed {
-            None => {
-                for (src, dst) in w.chunks_exact(cols).zip(wq.chunks_exact_mut(row_bytes)) {
-                    quantize_row(GgmlType::Q6_K, src, dst, Rounding::Separate).unwrap();
-                }
-            }
-            // Every byte arbitrary (sub-block scales of -128 included), a finite f16 scale.
-            Some(seed) => {
-                let mut s = seed | 1;
-                for blk in wq.chunks_exact_mut(210) {
-                    for b in blk.iter_mut() {
-                        s ^= s << 13;
-                        s ^= s >> 7;
-                        s ^= s << 17;
-                        *b = s as u8;
-                    }
-                    let d = half::f16::from_f32((s % 4000) as f32 / 50.0 - 40.0);
-                    blk[208..].copy_from_slice(&d.to_le_bytes());
-                }
-            }
-        }
         let acts: Vec<Vec<u8>> = x
             .chunks_exact(cols)
             .take(tokens)
@@ -202,8 +179,46 @@ proptest! {
                 a
             })
             .collect();
-        check_packed(GgmlType::Q6_K, &wq, rows, &acts, start_group, |w, rb, a, out| {
-            q6_k_rows(w, rb, a, out, Kernel::Scalar);
-        })?;
+        for ty in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
+            let block = ty.row_bytes(256).unwrap() as usize;
+            let row_bytes = blocks * block;
+            let mut wq = vec![0u8; rows * row_bytes];
+            // ggufy has no Q4_K or Q5_K quantizer: those rows are always arbitrary bytes.
+            let seed = match ty {
+                GgmlType::Q6_K => seed,
+                _ => Some(seed.unwrap_or(u64::from(w[0].to_bits()))),
+            };
+            match seed {
+                None => {
+                    for (src, dst) in w.chunks_exact(cols).zip(wq.chunks_exact_mut(row_bytes)) {
+                        quantize_row(ty, src, dst, Rounding::Separate).unwrap();
+                    }
+                }
+                // Every byte arbitrary (Q6_K sub-block scales of -128, every 6-bit scale and
+                // minimum included), finite f16 scales.
+                Some(seed) => {
+                    let mut s = seed | 1;
+                    for blk in wq.chunks_exact_mut(block) {
+                        for b in blk.iter_mut() {
+                            s ^= s << 13;
+                            s ^= s >> 7;
+                            s ^= s << 17;
+                            *b = s as u8;
+                        }
+                        let d = |v: u64| half::f16::from_f32((v % 4000) as f32 / 50.0 - 40.0);
+                        let (d, dmin) = (d(s).to_le_bytes(), d(s >> 20).to_le_bytes());
+                        match ty {
+                            GgmlType::Q6_K => blk[208..].copy_from_slice(&d),
+                            _ => blk[..4].copy_from_slice(&[d[0], d[1], dmin[0], dmin[1]]),
+                        }
+                    }
+                }
+            }
+            check_packed(ty, &wq, rows, &acts, start_group, |w, rb, a, out| match ty {
+                GgmlType::Q4_K => q4_k_rows(w, rb, a, out, Kernel::Scalar),
+                GgmlType::Q5_K => q5_k_rows(w, rb, a, out, Kernel::Scalar),
+                _ => q6_k_rows(w, rb, a, out, Kernel::Scalar),
+            })?;
+        }
     }
 }

@@ -69,7 +69,7 @@ pub struct Matrix<'a> {
 /// A matrix's rows copied at load for the decode kernels.
 #[derive(Debug)]
 enum WeightCopy {
-    /// Regrouped sixteen rows at a time (Q4_0, Q8_0, Q6_K).
+    /// Regrouped sixteen rows at a time (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K).
     Packed(PackedRows),
     /// As they are, in huge pages (F16).
     Plain(PlainCopy),
@@ -188,8 +188,8 @@ impl<'a> Matrix<'a> {
         })
     }
 
-    /// Whether [`Matrix::pack`] would regroup this matrix on this CPU: Q4_0, Q8_0, Q6_K and
-    /// F16 (copied as it is, into huge pages) where the x86-64 vector kernels run (elsewhere
+    /// Whether [`Matrix::pack`] would regroup this matrix on this CPU: Q4_0, Q8_0, the
+    /// K-quants Q4_K, Q5_K and Q6_K, and F16 (copied as it is, into huge pages) where the x86-64 vector kernels run (elsewhere
     /// the file layout is what the kernels read best).
     pub fn packable(&self) -> bool {
         let Storage::Ggml(ty) = self.storage else {
@@ -199,7 +199,12 @@ impl<'a> Matrix<'a> {
         let packed_kernel =
             matches!(
                 ty,
-                GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q6_K | GgmlType::F16
+                GgmlType::Q4_0
+                    | GgmlType::Q8_0
+                    | GgmlType::Q4_K
+                    | GgmlType::Q5_K
+                    | GgmlType::Q6_K
+                    | GgmlType::F16
             ) && matches!(kernel, Kernel::Avx2 | Kernel::AvxVnni | Kernel::Avx512Vnni);
         packed_kernel && self.rows >= ggufy_quant::packed::GROUP
     }

@@ -66,7 +66,7 @@ fn logits_match_llama_cpp() {
         let mut packed = Model::load(&file).unwrap();
         let copied = packed.pack(&|_| {});
         let vnni = Kernel::best(simd::level()) == Kernel::Avx512Vnni;
-        // Where the packed kernels run, every F16/Q8_0/Q4_0/Q6_K matrix is packed (all but
+        // Where the packed kernels run, every F16/Q8_0/Q4_0/K-quant matrix is packed (all but
         // rows past a multiple of 16).
         assert!(
             !vnni || copied * 10 >= packed.weight_bytes() * 9,
