@@ -150,10 +150,27 @@ impl PackedRows {
     /// when the memory cannot be had.
     pub fn new(ty: GgmlType, w: &[u8], row_bytes: usize, rows: usize) -> Option<PackedRows> {
         if let Some(sb) = superblock_bytes(ty) {
+            // Each row's superblock moves as runs of bytes that stay together (mostly four),
+            // worked out once: placing byte by byte made loading a Q4_K model 3x slower.
+            let runs: Vec<Vec<(usize, usize, usize)>> = (0..GROUP)
+                .map(|r| {
+                    let mut runs: Vec<(usize, usize, usize)> = Vec::new();
+                    for o in 0..sb {
+                        let to = superblock_offset(ty, r, o);
+                        match runs.last_mut() {
+                            Some((from, at, len)) if *from + *len == o && *at + *len == to => {
+                                *len += 1;
+                            }
+                            _ => runs.push((o, to, 1)),
+                        }
+                    }
+                    runs
+                })
+                .collect();
             return Self::regroup(ty, w, row_bytes, rows, sb, |group, r, b, blk| {
                 let out = &mut group[GROUP * sb * b..][..GROUP * sb];
-                for (o, &byte) in blk.iter().enumerate() {
-                    out[superblock_offset(ty, r, o)] = byte;
+                for &(from, to, len) in &runs[r] {
+                    out[to..to + len].copy_from_slice(&blk[from..from + len]);
                 }
             });
         }
