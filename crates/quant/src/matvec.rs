@@ -342,16 +342,23 @@ pub fn nf4_rows(w: &[u8], absmax: &[u8], x: &[f32], out: &mut [f32], kernel: Ker
         .zip(absmax.chunks_exact(scale_bytes.max(1)));
     #[cfg(target_arch = "x86_64")]
     if kernel != Kernel::Scalar && x.len().is_multiple_of(crate::nf4::NF4_BLOCK) {
-        for (o, (r, a)) in out.iter_mut().zip(rows) {
-            // SAFETY: the vector kernels are chosen only on CPUs with their features; the rows
-            // are whole (`chunks_exact` of the lengths the functions need).
-            *o = unsafe {
-                if kernel == Kernel::Avx512Vnni {
-                    x86::dot_nf4_512(r, a, x)
-                } else {
-                    x86::dot_nf4(r, a, x)
-                }
-            };
+        let n = out
+            .len()
+            .min(w.len() / row_bytes.max(1))
+            .min(absmax.len() / scale_bytes.max(1));
+        let (w, absmax, out) = (
+            &w[..n * row_bytes],
+            &absmax[..n * scale_bytes],
+            &mut out[..n],
+        );
+        // SAFETY: the vector kernels are chosen only on CPUs with their features; `w` and
+        // `absmax` hold `n` whole rows of the lengths the functions need.
+        unsafe {
+            if kernel == Kernel::Avx512Vnni {
+                x86::rows_nf4_512(w, absmax, x, out);
+            } else {
+                x86::rows_nf4(w, absmax, x, out);
+            }
         }
         return;
     }
@@ -1359,21 +1366,28 @@ pub(crate) mod x86 {
         _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)))
     }
 
-    /// [`crate::nf4::dot_nf4`] with AVX2: eight codes at a time spread into eight lanes by a
-    /// variable shift of their four bytes, looked up in the 16-entry codebook (two 8-entry
-    /// permutes and a blend on the code's top bit, or one two-table permute with AVX-512 VL),
-    /// then the reference's multiplies and lane sums, in its order.
+    /// [`super::nf4_rows`] with AVX2: four rows at a time, each row's eight-lane chain as
+    /// [`crate::nf4::dot_nf4`]'s (one chain alone waits on its adds; four side by side keep the
+    /// adder busy). Eight codes at a time are spread into eight lanes by a variable shift of
+    /// their four bytes and looked up in the 16-entry codebook (two 8-entry permutes and a
+    /// blend on the code's top bit, or one two-table permute with AVX-512 VL), then the
+    /// reference's multiplies and lane sums, in its order.
     ///
     /// # Safety
     /// The CPU must have AVX2, and AVX-512 F and VL when `WIDE`; `x.len()` must be a multiple
-    /// of 64, with `codes` holding `x.len() / 2` bytes and `absmax` `x.len() / 16`.
+    /// of 64, with `codes` holding `out.len()` rows of `x.len() / 2` bytes and `absmax`
+    /// `out.len()` rows of `x.len() / 16`.
     #[target_feature(enable = "avx2")]
     #[inline]
-    unsafe fn dot_nf4_with<const WIDE: bool>(codes: &[u8], absmax: &[u8], x: &[f32]) -> f32 {
+    unsafe fn rows_nf4_with<const WIDE: bool>(
+        codes: &[u8],
+        absmax: &[u8],
+        x: &[f32],
+        out: &mut [f32],
+    ) {
         use crate::nf4::{NF4_BLOCK, NF4_CODEBOOK};
-        let blocks = (x.len() / NF4_BLOCK)
-            .min(codes.len() / (NF4_BLOCK / 2))
-            .min(absmax.len() / 4);
+        let blocks = x.len() / NF4_BLOCK;
+        let (row_bytes, scale_bytes) = (blocks * NF4_BLOCK / 2, blocks * 4);
         // SAFETY: each 8-float half of the codebook is in bounds.
         let (lo, hi) = unsafe {
             (
@@ -1384,36 +1398,50 @@ pub(crate) mod x86 {
         // Byte k of four holds elements 2k (high nibble) and 2k + 1 (low nibble).
         let shifts = _mm256_setr_epi32(4, 0, 12, 8, 20, 16, 28, 24);
         let m4 = _mm256_set1_epi32(0xF);
-        let mut acc = _mm256_setzero_ps();
-        for b in 0..blocks {
-            // SAFETY: block b's absmax, codes and activation lie within the slices (`blocks`
-            // is bounded by all three lengths).
-            unsafe {
-                let am = _mm256_broadcastss_ps(_mm_load_ss(absmax.as_ptr().add(4 * b).cast()));
-                let cp = codes.as_ptr().add(NF4_BLOCK / 2 * b);
-                let xp = x.as_ptr().add(NF4_BLOCK * b);
-                for g in 0..NF4_BLOCK / 8 {
-                    let four = _mm256_broadcastd_epi32(_mm_loadu_si32(cp.add(4 * g).cast()));
-                    let idx = _mm256_and_si256(_mm256_srlv_epi32(four, shifts), m4);
-                    let cb = if WIDE {
-                        wide_lookup(lo, idx, hi)
-                    } else {
-                        let top = _mm256_castsi256_ps(_mm256_slli_epi32::<28>(idx));
-                        _mm256_blendv_ps(
-                            _mm256_permutevar8x32_ps(lo, idx),
-                            _mm256_permutevar8x32_ps(hi, idx),
-                            top,
-                        )
-                    };
-                    let xv = _mm256_loadu_ps(xp.add(8 * g));
-                    acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(cb, am), xv));
+        let mut r0 = 0;
+        while r0 < out.len() {
+            let rows = (out.len() - r0).min(4);
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for b in 0..blocks {
+                // SAFETY: rows r0..r0 + rows are within `codes` and `absmax` and block b within
+                // each row and `x` (the caller's contract).
+                unsafe {
+                    let xp = x.as_ptr().add(NF4_BLOCK * b);
+                    for (r, a) in acc.iter_mut().enumerate().take(rows) {
+                        let row = r0 + r;
+                        let am = _mm256_broadcastss_ps(_mm_load_ss(
+                            absmax.as_ptr().add(scale_bytes * row + 4 * b).cast(),
+                        ));
+                        let cp = codes.as_ptr().add(row_bytes * row + NF4_BLOCK / 2 * b);
+                        prefetch_ahead(cp, NF4_BLOCK / 2);
+                        for g in 0..NF4_BLOCK / 8 {
+                            let four =
+                                _mm256_broadcastd_epi32(_mm_loadu_si32(cp.add(4 * g).cast()));
+                            let idx = _mm256_and_si256(_mm256_srlv_epi32(four, shifts), m4);
+                            let cb = if WIDE {
+                                wide_lookup(lo, idx, hi)
+                            } else {
+                                let top = _mm256_castsi256_ps(_mm256_slli_epi32::<28>(idx));
+                                _mm256_blendv_ps(
+                                    _mm256_permutevar8x32_ps(lo, idx),
+                                    _mm256_permutevar8x32_ps(hi, idx),
+                                    top,
+                                )
+                            };
+                            let xv = _mm256_loadu_ps(xp.add(8 * g));
+                            *a = _mm256_add_ps(*a, _mm256_mul_ps(_mm256_mul_ps(cb, am), xv));
+                        }
+                    }
                 }
             }
+            for (r, a) in acc.iter().enumerate().take(rows) {
+                let mut l = [0f32; 8];
+                // SAFETY: `l` has eight floats.
+                unsafe { _mm256_storeu_ps(l.as_mut_ptr(), *a) };
+                out[r0 + r] = crate::dot::sum_lanes8(l);
+            }
+            r0 += rows;
         }
-        let mut l = [0f32; 8];
-        // SAFETY: `l` has eight floats.
-        unsafe { _mm256_storeu_ps(l.as_mut_ptr(), acc) };
-        crate::dot::sum_lanes8(l)
     }
 
     /// The 16-entry lookup `(lo ‖ hi)[idx]` in one two-table permute.
@@ -1423,24 +1451,24 @@ pub(crate) mod x86 {
         _mm256_permutex2var_ps(lo, idx, hi)
     }
 
-    /// [`dot_nf4_with`] on AVX2.
+    /// [`rows_nf4_with`] on AVX2.
     ///
     /// # Safety
-    /// As [`dot_nf4_with`]: AVX2, and the slice lengths it names.
+    /// As [`rows_nf4_with`]: AVX2, and the slice lengths it names.
     #[target_feature(enable = "avx2")]
-    pub unsafe fn dot_nf4(codes: &[u8], absmax: &[u8], x: &[f32]) -> f32 {
+    pub unsafe fn rows_nf4(codes: &[u8], absmax: &[u8], x: &[f32], out: &mut [f32]) {
         // SAFETY: the caller's contract is this function's.
-        unsafe { dot_nf4_with::<false>(codes, absmax, x) }
+        unsafe { rows_nf4_with::<false>(codes, absmax, x, out) }
     }
 
-    /// [`dot_nf4_with`] with AVX-512 VL's two-table permute.
+    /// [`rows_nf4_with`] with AVX-512 VL's two-table permute.
     ///
     /// # Safety
-    /// As [`dot_nf4_with`]: AVX2 and AVX-512 F/VL, and the slice lengths it names.
+    /// As [`rows_nf4_with`]: AVX2 and AVX-512 F/VL, and the slice lengths it names.
     #[target_feature(enable = "avx2,avx512f,avx512vl")]
-    pub unsafe fn dot_nf4_512(codes: &[u8], absmax: &[u8], x: &[f32]) -> f32 {
+    pub unsafe fn rows_nf4_512(codes: &[u8], absmax: &[u8], x: &[f32], out: &mut [f32]) {
         // SAFETY: the caller's contract is this function's.
-        unsafe { dot_nf4_with::<true>(codes, absmax, x) }
+        unsafe { rows_nf4_with::<true>(codes, absmax, x, out) }
     }
 
     /// Four F16 rows (contiguous in `w`) against up to four activations in tinyBLAS's order:
