@@ -16,7 +16,9 @@
 
 use ggufy_gguf::GgmlType;
 
-use crate::dot::{BlockFormat, BlockQ4_0, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockSums};
+use crate::dot::{
+    BlockFormat, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockSums,
+};
 use crate::matvec::{Kernel, batch_len};
 
 /// Rows per group (one 512-bit register of f32 sums).
@@ -135,13 +137,20 @@ fn superblock_offset(ty: GgmlType, r: usize, o: usize) -> usize {
     }
 }
 
-/// Code bytes per block and the XOR that makes them unsigned, by type.
-fn code_layout(ty: GgmlType) -> (usize, u8) {
-    if ty == GgmlType::Q4_0 {
-        (16, 0)
-    } else {
-        (32, 0x80)
+/// Code bytes per block, the XOR that makes them unsigned and the bytes of f16 scales before
+/// them (`d`, and Q4_1's minimum `m`), by type.
+fn code_layout(ty: GgmlType) -> (usize, u8, usize) {
+    match ty {
+        GgmlType::Q4_0 => (16, 0, 2),
+        GgmlType::Q4_1 => (16, 0, 4),
+        _ => (32, 0x80, 2),
     }
+}
+
+/// Where scale byte `o` (of `head`) of row `r`'s block `b` goes in its group's scale lines:
+/// per block, the sixteen rows' `d` (32 bytes), then for Q4_1 their `m` (32 more).
+fn scale_offset(head: usize, r: usize, b: usize, o: usize) -> usize {
+    GROUP * head * b + 32 * (o / 2) + 2 * r + o % 2
 }
 
 impl PackedRows {
@@ -174,22 +183,25 @@ impl PackedRows {
                 }
             });
         }
-        if !matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0) {
+        if !matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0) {
             return None;
         }
-        let (code_bytes, flip) = code_layout(ty);
+        let (code_bytes, flip, head) = code_layout(ty);
         let flip = u32::from_le_bytes([flip; 4]);
         Self::regroup(
             ty,
             w,
             row_bytes,
             rows,
-            code_bytes + 2,
+            code_bytes + head,
             |group, r, b, blk| {
-                let blocks = row_bytes / (code_bytes + 2);
-                let (scales, codes) = group.split_at_mut(2 * GROUP * blocks);
-                scales[2 * (GROUP * b + r)..][..2].copy_from_slice(&blk[..2]);
-                for (j, quad) in blk[2..].chunks_exact(4).enumerate() {
+                let blocks = row_bytes / (code_bytes + head);
+                let (scales, codes) = group.split_at_mut(head * GROUP * blocks);
+                for o in (0..head).step_by(2) {
+                    let at = scale_offset(head, r, b, o);
+                    scales[at..at + 2].copy_from_slice(&blk[o..o + 2]);
+                }
+                for (j, quad) in blk[head..].chunks_exact(4).enumerate() {
                     let at = GROUP * code_bytes * b + 64 * j + 4 * r;
                     let q = u32::from_le_bytes([quad[0], quad[1], quad[2], quad[3]]) ^ flip;
                     codes[at..at + 4].copy_from_slice(&q.to_le_bytes());
@@ -259,16 +271,17 @@ impl PackedRows {
     fn block_bytes(&self) -> usize {
         match self.ty {
             GgmlType::Q4_0 => 18,
+            GgmlType::Q4_1 => 20,
             ty => superblock_bytes(ty).unwrap_or(34),
         }
     }
 
-    /// Bytes of one block of the activation format the type pairs with (Q8_0 or Q8_K).
+    /// Bytes of one block of the activation format the type pairs with (Q8_0, Q8_1 or Q8_K).
     fn act_block_bytes(&self) -> usize {
-        if superblock_bytes(self.ty).is_some() {
-            292
-        } else {
-            34
+        match self.ty {
+            GgmlType::Q4_1 => 36,
+            ty if superblock_bytes(ty).is_some() => 292,
+            _ => 34,
         }
     }
 
@@ -293,15 +306,18 @@ impl PackedRows {
             }
             return out;
         }
-        let (code_bytes, flip) = code_layout(self.ty);
-        let bb = code_bytes + 2;
+        let (code_bytes, flip, head) = code_layout(self.ty);
+        let bb = code_bytes + head;
         let group = &self.data()[r / GROUP * self.group_bytes()..][..self.group_bytes()];
-        let (scales, codes) = group.split_at(2 * GROUP * self.blocks);
+        let (scales, codes) = group.split_at(head * GROUP * self.blocks);
         let i = r % GROUP;
         let mut out = vec![0u8; self.blocks * bb];
         for (b, blk) in out.chunks_exact_mut(bb).enumerate() {
-            blk[..2].copy_from_slice(&scales[2 * (GROUP * b + i)..][..2]);
-            for (j, quad) in blk[2..].chunks_exact_mut(4).enumerate() {
+            for o in (0..head).step_by(2) {
+                let at = scale_offset(head, i, b, o);
+                blk[o..o + 2].copy_from_slice(&scales[at..at + 2]);
+            }
+            for (j, quad) in blk[head..].chunks_exact_mut(4).enumerate() {
                 let at = GROUP * code_bytes * b + 64 * j + 4 * i;
                 for (d, &c) in quad.iter_mut().zip(&codes[at..at + 4]) {
                     *d = c ^ flip;
@@ -327,7 +343,7 @@ impl PackedRows {
         let Some(n) = batch_len(acts.len(), outs) else {
             return false;
         };
-        let needs_sums = superblock_bytes(self.ty).is_none();
+        let needs_sums = matches!(self.ty, GgmlType::Q4_0 | GgmlType::Q8_0);
         if !first.is_multiple_of(GROUP)
             || first + n > self.rows()
             || acts
@@ -347,13 +363,16 @@ impl PackedRows {
                     let a: &[&[u8]; $t] = acts.try_into().expect("length checked");
                     let o: &mut [&mut [f32]; $t] = outs.try_into().expect("length checked");
                     let s = || -> &[&BlockSums; $t] { sums.try_into().expect("length checked") };
+                    // Q4_1's Q8_1 activations carry their sums; its kernels read none.
+                    let none = BlockSums::default();
+                    let no_sums = [&none; $t];
                     // SAFETY: `Kernel::Avx512Vnni` runs only on CPUs with its features (the
                     // functions' target features); `w` holds `whole` groups of `blocks` blocks
                     // and every activation and its sums `blocks` blocks (checked above).
                     unsafe {
                         match self.ty {
                             GgmlType::Q4_0 => {
-                                x86::groups::<true, $t>(w, whole, self.blocks, a, s(), o)
+                                x86::groups::<true, false, $t>(w, whole, self.blocks, a, s(), o)
                             }
                             GgmlType::Q6_K => x86::q6_k_groups::<$t>(w, whole, self.blocks, a, o),
                             GgmlType::Q4_K => {
@@ -362,7 +381,10 @@ impl PackedRows {
                             GgmlType::Q5_K => {
                                 x86::k_groups::<true, $t>(w, whole, self.blocks, a, o)
                             }
-                            _ => x86::groups::<false, $t>(w, whole, self.blocks, a, s(), o),
+                            GgmlType::Q4_1 => {
+                                x86::groups::<true, true, $t>(w, whole, self.blocks, a, &no_sums, o)
+                            }
+                            _ => x86::groups::<false, false, $t>(w, whole, self.blocks, a, s(), o),
                         }
                     }
                 }};
@@ -386,6 +408,9 @@ impl PackedRows {
                     let a: &[&[u8]; $t] = acts.try_into().expect("length checked");
                     let o: &mut [&mut [f32]; $t] = outs.try_into().expect("length checked");
                     let s = || -> &[&BlockSums; $t] { sums.try_into().expect("length checked") };
+                    // Q4_1's Q8_1 activations carry their sums; its kernels read none.
+                    let none = BlockSums::default();
+                    let no_sums = [&none; $t];
                     let b = self.blocks;
                     // SAFETY: `Kernel::Avx2` runs only on CPUs with AVX2, FMA and F16C,
                     // `Kernel::AvxVnni` only on those with AVX-VNNI too (the functions' target
@@ -411,17 +436,37 @@ impl PackedRows {
                                 x86::k_groups_avx_vnni::<true, $t>(w, whole, b, a, o)
                             }
                             (GgmlType::Q4_0, false) => {
-                                x86::groups_avx2::<true, $t, $split>(w, whole, b, a, s(), o)
+                                x86::groups_avx2::<true, false, $t, $split>(w, whole, b, a, s(), o)
                             }
                             (GgmlType::Q4_0, true) => {
-                                x86::groups_avx_vnni::<true, $t, $split>(w, whole, b, a, s(), o)
+                                x86::groups_avx_vnni::<true, false, $t, $split>(
+                                    w,
+                                    whole,
+                                    b,
+                                    a,
+                                    s(),
+                                    o,
+                                )
+                            }
+                            (GgmlType::Q4_1, false) => x86::groups_avx2::<true, true, $t, $split>(
+                                w, whole, b, a, &no_sums, o,
+                            ),
+                            (GgmlType::Q4_1, true) => {
+                                x86::groups_avx_vnni::<true, true, $t, $split>(
+                                    w, whole, b, a, &no_sums, o,
+                                )
                             }
                             (_, false) => {
-                                x86::groups_avx2::<false, $t, $split>(w, whole, b, a, s(), o)
+                                x86::groups_avx2::<false, false, $t, $split>(w, whole, b, a, s(), o)
                             }
-                            (_, true) => {
-                                x86::groups_avx_vnni::<false, $t, $split>(w, whole, b, a, s(), o)
-                            }
+                            (_, true) => x86::groups_avx_vnni::<false, false, $t, $split>(
+                                w,
+                                whole,
+                                b,
+                                a,
+                                s(),
+                                o,
+                            ),
                         }
                     }
                 }};
@@ -448,6 +493,7 @@ impl PackedRows {
             for (a, o) in acts.iter().zip(outs.iter_mut()) {
                 o[i] = match self.ty {
                     GgmlType::Q4_0 => BlockQ4_0::vec_dot_blocks(&row, a),
+                    GgmlType::Q4_1 => BlockQ4_1::vec_dot_blocks(&row, a),
                     GgmlType::Q6_K => BlockQ6_K::vec_dot_blocks(&row, a),
                     GgmlType::Q4_K => BlockQ4_K::vec_dot_blocks(&row, a),
                     GgmlType::Q5_K => BlockQ5_K::vec_dot_blocks(&row, a),
@@ -466,6 +512,19 @@ mod x86 {
     use crate::dot::BlockSums;
     use crate::matvec::x86::PREFETCH_BYTES as PREFETCH;
 
+    /// A Q8_1 activation block's scale `d` and `s = d·Σq` (its first four bytes, two f16).
+    ///
+    /// # Safety
+    /// `y .. y + 4` must be readable; the CPU must have F16C.
+    #[inline]
+    #[target_feature(enable = "f16c")]
+    unsafe fn q8_1_scales(y: *const u8) -> (f32, f32) {
+        // SAFETY: the caller guarantees the four bytes.
+        let both = unsafe { y.cast::<i32>().read_unaligned() };
+        let v = _mm_cvtph_ps(_mm_cvtsi32_si128(both));
+        (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
+    }
+
     /// Four activation codes from byte `at` of `y`, in every lane.
     ///
     /// # Safety
@@ -480,15 +539,18 @@ mod x86 {
     /// The packed groups against `T` Q8_0 activations. Per block and group: the integer sums
     /// of all sixteen rows build up lane by lane with `vpdpbusd` (unsigned weights against four
     /// broadcast activation codes per line), the offset `k · Σy` is subtracted, and each row's
-    /// `sum = fma(isum, dw·dy, sum)` — the reference's chain.
+    /// `sum = fma(isum, dw·dy, sum)` — the reference's chain. Q4_1 (`MIN`, against Q8_1
+    /// activations) has no offset but a minimum: `sum += (dw·dy)·isum + mw·sy`, as its
+    /// reference.
     ///
     /// # Safety
     /// The CPU must have AVX2, FMA, F16C and AVX-512 F/BW/VL/VNNI; `w` must hold `groups`
-    /// packed groups of `blocks` blocks of type `Q4` (Q4_0) or not (Q8_0), every `acts[t]`
-    /// `blocks` Q8_0 blocks, every `sums[t]` at least `blocks` blocks (`acts[t]`'s), and every
-    /// `outs[t]` at least `16 · groups` elements.
+    /// packed groups of `blocks` blocks of type `Q4` (Q4_0, or with `MIN` Q4_1) or not (Q8_0),
+    /// every `acts[t]` `blocks` Q8_0 (Q8_1 with `MIN`) blocks, every `sums[t]` at least
+    /// `blocks` blocks (`acts[t]`'s; not read with `MIN`), and every `outs[t]` at least
+    /// `16 · groups` elements.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    pub unsafe fn groups<const Q4: bool, const T: usize>(
+    pub unsafe fn groups<const Q4: bool, const MIN: bool, const T: usize>(
         w: &[u8],
         groups: usize,
         blocks: usize,
@@ -499,13 +561,15 @@ mod x86 {
         let k = if Q4 { 8 } else { 128 };
         let m4 = _mm512_set1_epi8(0x0F);
         let code_bytes = if Q4 { 16 } else { 32 };
+        let head = if MIN { 4 } else { 2 };
+        let (act, at) = if MIN { (36, 4) } else { (34, 2) };
         let block_codes = GROUP * code_bytes;
-        let group_bytes = GROUP * (code_bytes + 2) * blocks;
+        let group_bytes = GROUP * (code_bytes + head) * blocks;
         for g in 0..groups {
             // SAFETY: group g is within `w` (the caller's contract).
             let (sp, cp) = unsafe {
                 let base = w.as_ptr().add(g * group_bytes);
-                (base, base.add(2 * GROUP * blocks))
+                (base, base.add(head * GROUP * blocks))
             };
             let mut acc = [_mm512_setzero_ps(); T];
             for b in 0..blocks {
@@ -522,7 +586,7 @@ mod x86 {
                             let lo = _mm512_and_si512(v, m4);
                             let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
                             for t in 0..T {
-                                let y = acts[t].as_ptr().add(34 * b + 2);
+                                let y = acts[t].as_ptr().add(act * b + at);
                                 isum[t] = _mm512_dpbusd_epi32(isum[t], lo, quad(y, 4 * j));
                                 isum[t] = _mm512_dpbusd_epi32(isum[t], hi, quad(y, 16 + 4 * j));
                             }
@@ -533,7 +597,18 @@ mod x86 {
                             }
                         }
                     }
-                    let dw = _mm512_cvtph_ps(_mm256_loadu_si256(sp.add(32 * b).cast()));
+                    let dw = _mm512_cvtph_ps(_mm256_loadu_si256(sp.add(16 * head * b).cast()));
+                    if MIN {
+                        let mw = _mm512_cvtph_ps(_mm256_loadu_si256(sp.add(64 * b + 32).cast()));
+                        for t in 0..T {
+                            let (dy, sy) = q8_1_scales(acts[t].as_ptr().add(36 * b));
+                            let d = _mm512_mul_ps(dw, _mm512_set1_ps(dy));
+                            let dot = _mm512_mul_ps(d, _mm512_cvtepi32_ps(isum[t]));
+                            let m = _mm512_mul_ps(mw, _mm512_set1_ps(sy));
+                            acc[t] = _mm512_add_ps(acc[t], _mm512_add_ps(dot, m));
+                        }
+                        continue;
+                    }
                     for t in 0..T {
                         let i = _mm512_sub_epi32(isum[t], _mm512_set1_epi32(k * sums[t].sum(b)));
                         let d = _mm512_mul_ps(dw, _mm512_set1_ps(sums[t].scale(b)));
@@ -552,7 +627,12 @@ mod x86 {
     /// # Safety
     /// The CPU must have AVX2, FMA and F16C; otherwise as [`groups`].
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn groups_avx2<const Q4: bool, const T: usize, const SPLIT: bool>(
+    pub unsafe fn groups_avx2<
+        const Q4: bool,
+        const MIN: bool,
+        const T: usize,
+        const SPLIT: bool,
+    >(
         w: &[u8],
         groups: usize,
         blocks: usize,
@@ -561,7 +641,7 @@ mod x86 {
         outs: &mut [&mut [f32]; T],
     ) {
         // SAFETY: the caller's contract is `groups_256`'s, and the features are enabled here.
-        unsafe { groups_256::<Q4, T, SPLIT, false>(w, groups, blocks, acts, sums, outs) }
+        unsafe { groups_256::<Q4, MIN, T, SPLIT, false>(w, groups, blocks, acts, sums, outs) }
     }
 
     /// The packed groups against `T` Q8_0 activations with AVX-VNNI (256-bit `vpdpbusd`, on
@@ -570,7 +650,12 @@ mod x86 {
     /// # Safety
     /// The CPU must have AVX2, FMA, F16C and AVX-VNNI; otherwise as [`groups`].
     #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-    pub unsafe fn groups_avx_vnni<const Q4: bool, const T: usize, const SPLIT: bool>(
+    pub unsafe fn groups_avx_vnni<
+        const Q4: bool,
+        const MIN: bool,
+        const T: usize,
+        const SPLIT: bool,
+    >(
         w: &[u8],
         groups: usize,
         blocks: usize,
@@ -579,7 +664,7 @@ mod x86 {
         outs: &mut [&mut [f32]; T],
     ) {
         // SAFETY: the caller's contract is `groups_256`'s, and the features are enabled here.
-        unsafe { groups_256::<Q4, T, SPLIT, true>(w, groups, blocks, acts, sums, outs) }
+        unsafe { groups_256::<Q4, MIN, T, SPLIT, true>(w, groups, blocks, acts, sums, outs) }
     }
 
     /// [`groups`] with 256-bit vectors: each 64-byte line is two, rows 0–7 and 8–15, and
@@ -594,7 +679,13 @@ mod x86 {
     /// The CPU must have AVX2, FMA and F16C, and AVX-VNNI if `VNNI`, enabled in the function
     /// this is inlined into; otherwise as [`groups`].
     #[inline(always)]
-    unsafe fn groups_256<const Q4: bool, const T: usize, const SPLIT: bool, const VNNI: bool>(
+    unsafe fn groups_256<
+        const Q4: bool,
+        const MIN: bool,
+        const T: usize,
+        const SPLIT: bool,
+        const VNNI: bool,
+    >(
         w: &[u8],
         groups: usize,
         blocks: usize,
@@ -603,17 +694,18 @@ mod x86 {
         outs: &mut [&mut [f32]; T],
     ) {
         let code_bytes = if Q4 { 16 } else { 32 };
-        let group_bytes = GROUP * (code_bytes + 2) * blocks;
+        let head = if MIN { 4 } else { 2 };
+        let group_bytes = GROUP * (code_bytes + head) * blocks;
         for g in 0..groups {
             let group = &w[g * group_bytes..(g + 1) * group_bytes];
             // SAFETY: as this function's (the group is whole, and every `outs[t]` has at least
             // 16g + 16 elements).
             unsafe {
                 if SPLIT {
-                    half_pass::<Q4, T, VNNI, 0, 1>(group, blocks, acts, sums, outs, GROUP * g);
-                    half_pass::<Q4, T, VNNI, 1, 1>(group, blocks, acts, sums, outs, GROUP * g);
+                    half_pass::<Q4, MIN, T, VNNI, 0, 1>(group, blocks, acts, sums, outs, GROUP * g);
+                    half_pass::<Q4, MIN, T, VNNI, 1, 1>(group, blocks, acts, sums, outs, GROUP * g);
                 } else {
-                    half_pass::<Q4, T, VNNI, 0, 2>(group, blocks, acts, sums, outs, GROUP * g);
+                    half_pass::<Q4, MIN, T, VNNI, 0, 2>(group, blocks, acts, sums, outs, GROUP * g);
                 }
             }
         }
@@ -629,6 +721,7 @@ mod x86 {
     #[inline(always)]
     unsafe fn half_pass<
         const Q4: bool,
+        const MIN: bool,
         const T: usize,
         const VNNI: bool,
         const H0: usize,
@@ -651,9 +744,11 @@ mod x86 {
             let ones = _mm256_set1_epi16(1);
             let sixteens = _mm256_set1_epi16(16);
             let code_bytes = if Q4 { 16 } else { 32 };
+            let head = if MIN { 4 } else { 2 };
+            let (act, at_codes) = if MIN { (36, 4) } else { (34, 2) };
             let block_codes = GROUP * code_bytes;
             let sp = group.as_ptr();
-            let cp = sp.add(2 * GROUP * blocks);
+            let cp = sp.add(head * GROUP * blocks);
             // acc[t][i]: rows 8(H0 + i) .. 8(H0 + i) + 8 of activation t.
             let mut acc = [[_mm256_setzero_ps(); NH]; T];
             for b in 0..blocks {
@@ -672,7 +767,7 @@ mod x86 {
                         let l4 = _mm256_and_si256(v, m4);
                         let h4 = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
                         for t in 0..T {
-                            let y = acts[t].as_ptr().add(34 * b + 2);
+                            let y = acts[t].as_ptr().add(act * b + at_codes);
                             let ya = _mm256_set1_epi32(y.add(4 * j).cast::<i32>().read_unaligned());
                             // Q4_0's high nibbles are codes 16 later; Q8_0's are the same
                             // codes' upper halves.
@@ -696,8 +791,9 @@ mod x86 {
                     }
                 }
                 for i in 0..NH {
-                    let dw =
-                        _mm256_cvtph_ps(_mm_loadu_si128(sp.add(32 * b + 16 * (H0 + i)).cast()));
+                    let dw = _mm256_cvtph_ps(_mm_loadu_si128(
+                        sp.add(16 * head * b + 16 * (H0 + i)).cast(),
+                    ));
                     for t in 0..T {
                         let isum = if VNNI {
                             lo[t][i]
@@ -708,6 +804,17 @@ mod x86 {
                                 _mm256_madd_epi16(hi[t][i], weight),
                             )
                         };
+                        if MIN {
+                            let mw = _mm256_cvtph_ps(_mm_loadu_si128(
+                                sp.add(64 * b + 32 + 16 * (H0 + i)).cast(),
+                            ));
+                            let (dy, sy) = q8_1_scales(acts[t].as_ptr().add(36 * b));
+                            let d = _mm256_mul_ps(dw, _mm256_set1_ps(dy));
+                            let dot = _mm256_mul_ps(d, _mm256_cvtepi32_ps(isum));
+                            let m = _mm256_mul_ps(mw, _mm256_set1_ps(sy));
+                            acc[t][i] = _mm256_add_ps(acc[t][i], _mm256_add_ps(dot, m));
+                            continue;
+                        }
                         let isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(k * sums[t].sum(b)));
                         let d = _mm256_mul_ps(dw, _mm256_set1_ps(sums[t].scale(b)));
                         acc[t][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc[t][i]);

@@ -1,9 +1,11 @@
-//! Packed Q4_0/Q8_0/Q4_K/Q5_K/Q6_K rows against the file-layout scalar references, bit for bit: quantized
-//! rows and hand-made blocks with every code byte and extreme scales, one to four activations,
+//! Packed Q4_0/Q8_0/Q4_1/Q4_K/Q5_K/Q6_K rows against the file-layout scalar references, bit for
+//! bit: quantized rows and hand-made blocks with every code byte and extreme scales, one to four activations,
 //! whole matrices and group-aligned slices of them.
 
 use ggufy_gguf::GgmlType;
-use ggufy_quant::dot::{ActQ8_0, ActQ8_K, ActivationFormat, BlockSums};
+use ggufy_quant::dot::{
+    ActQ8_0, ActQ8_1, ActQ8_K, ActivationFormat, BlockFormat, BlockQ4_1, BlockSums,
+};
 use ggufy_quant::matvec::{Kernel, MAX_TOKENS, q4_k_rows, q5_k_rows, q6_k_rows, q8_0_partner_rows};
 use ggufy_quant::packed::{GROUP, PackedRows};
 use ggufy_quant::{Rounding, quantize_row};
@@ -71,10 +73,10 @@ fn check_packed(
         prop_assert_eq!(&p.row(r)[..], &wq[r * row_bytes..(r + 1) * row_bytes]);
     }
     let act_refs: Vec<&[u8]> = acts.iter().map(Vec::as_slice).collect();
-    // Q6_K's Q8_K activations carry their own sums.
+    // Q8_1 and Q8_K activations carry their own sums.
     let sums: Vec<BlockSums> = match ty {
-        GgmlType::Q6_K => Vec::new(),
-        _ => acts.iter().map(|a| BlockSums::of_q8_0(a)).collect(),
+        GgmlType::Q4_0 | GgmlType::Q8_0 => acts.iter().map(|a| BlockSums::of_q8_0(a)).collect(),
+        _ => Vec::new(),
     };
     let sum_refs: Vec<&BlockSums> = sums.iter().collect();
     let first = (start_group * GROUP).min(p.rows());
@@ -135,6 +137,29 @@ proptest! {
                 q8_0_partner_rows(ty, w, rb, a, &BlockSums::of_q8_0(a), out, Kernel::Scalar);
             })?;
         }
+        // Q4_1 against Q8_1 activations (their own sums), arbitrary minimums too.
+        let acts: Vec<Vec<u8>> = x
+            .chunks_exact(cols)
+            .take(tokens)
+            .map(|xt| {
+                let mut a = vec![0u8; blocks * 36];
+                ActQ8_1::quantize_row(xt, &mut a).unwrap();
+                a
+            })
+            .collect();
+        let mut wq = weights(GgmlType::Q4_1, rows, cols, &w, seed);
+        if seed.is_some() {
+            // `weights` makes only `d` finite; the minimum must be too.
+            for (i, blk) in wq.chunks_exact_mut(20).enumerate() {
+                let m = half::f16::from_f32((i % 97) as f32 / 8.0 - 6.0);
+                blk[2..4].copy_from_slice(&m.to_le_bytes());
+            }
+        }
+        check_packed(GgmlType::Q4_1, &wq, rows, &acts, start_group, |w, rb, a, out| {
+            for (o, row) in out.iter_mut().zip(w.chunks_exact(rb)) {
+                *o = BlockQ4_1::vec_dot_blocks(row, a);
+            }
+        })?;
     }
 }
 
@@ -154,7 +179,7 @@ fn bad_calls_are_refused() {
     let short = BlockSums::of_q8_0(&[]);
     assert!(!p.rows_dot(0, &[&act], &[&short], &mut [&mut out], Kernel::Scalar));
     assert!(PackedRows::new(GgmlType::Q8_0, &wq[..100], 34, 16).is_none());
-    assert!(PackedRows::new(GgmlType::Q4_1, &wq, 20, 16).is_none());
+    assert!(PackedRows::new(GgmlType::Q5_0, &wq, 22, 16).is_none());
     assert!(PackedRows::new(GgmlType::Q8_0, &wq, 33, 16).is_none());
 }
 

@@ -69,7 +69,7 @@ pub struct Matrix<'a> {
 /// A matrix's rows copied at load for the decode kernels.
 #[derive(Debug)]
 enum WeightCopy {
-    /// Regrouped sixteen rows at a time (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K).
+    /// Regrouped sixteen rows at a time (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K).
     Packed(PackedRows),
     /// As they are, in huge pages (F16).
     Plain(PlainCopy),
@@ -188,7 +188,7 @@ impl<'a> Matrix<'a> {
         })
     }
 
-    /// Whether [`Matrix::pack`] would regroup this matrix on this CPU: Q4_0, Q8_0, the
+    /// Whether [`Matrix::pack`] would regroup this matrix on this CPU: Q4_0, Q4_1, Q8_0, the
     /// K-quants Q4_K, Q5_K and Q6_K, and F16 (copied as it is, into huge pages) where the x86-64 vector kernels run (elsewhere
     /// the file layout is what the kernels read best).
     pub fn packable(&self) -> bool {
@@ -200,6 +200,7 @@ impl<'a> Matrix<'a> {
             matches!(
                 ty,
                 GgmlType::Q4_0
+                    | GgmlType::Q4_1
                     | GgmlType::Q8_0
                     | GgmlType::Q4_K
                     | GgmlType::Q5_K
@@ -395,7 +396,7 @@ impl<'a> Matrix<'a> {
         if let Some((p, n)) = self.packed_prefix(first, out.len())
             && let Some((a, sums)) = match act {
                 Activation::Q8_0(a, s) => Some((a, Some(s))),
-                Activation::Q8K(a) => Some((a, None)),
+                Activation::Q8_1(a) | Activation::Q8K(a) => Some((a, None)),
                 _ => None,
             }
         {
@@ -487,7 +488,7 @@ impl<'a> Matrix<'a> {
                         sums.push(s);
                         Some(v.as_slice())
                     }
-                    Activation::Q8K(v) => Some(v.as_slice()),
+                    Activation::Q8_1(v) | Activation::Q8K(v) => Some(v.as_slice()),
                     _ => None,
                 })
                 .collect();
