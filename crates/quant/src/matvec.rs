@@ -332,6 +332,60 @@ pub fn f16_rows_multi(w: &[u8], xs: &[&[f32]], outs: &mut [&mut [f32]], kernel: 
     }
 }
 
+/// [`nf4_rows`] for up to [`MAX_TOKENS`] activation rows at once (a prefill or perplexity
+/// batch): each weight is looked up and scaled once for all of them; every result equals the
+/// one-row kernel's. False (and `outs` untouched) where no vector kernel runs or the shapes do
+/// not fit.
+pub fn nf4_rows_multi(
+    w: &[u8],
+    absmax: &[u8],
+    xs: &[&[f32]],
+    outs: &mut [&mut [f32]],
+    kernel: Kernel,
+) -> bool {
+    let Some(n) = batch_len(xs.len(), outs) else {
+        return false;
+    };
+    let cols = xs[0].len();
+    let (row_bytes, scale_bytes) = (cols / 2, cols / crate::nf4::NF4_BLOCK * 4);
+    if xs.iter().any(|x| x.len() != cols)
+        || !cols.is_multiple_of(crate::nf4::NF4_BLOCK)
+        || w.len() < n * row_bytes
+        || absmax.len() < n * scale_bytes
+    {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if kernel.usable() != Kernel::Scalar {
+        let wide = kernel.usable() == Kernel::Avx512Vnni;
+        macro_rules! go {
+            ($t:literal) => {{
+                let x: &[&[f32]; $t] = xs.try_into().expect("length checked");
+                let o: &mut [&mut [f32]; $t] = outs.try_into().expect("length checked");
+                // SAFETY: the x86 kernels are chosen only on CPUs with AVX2 (`Avx512Vnni` with
+                // AVX-512 F/VL too); `w` and `absmax` hold `n` rows, every `xs[t]` `cols`
+                // values (a multiple of 64) and every `outs[t]` `n` elements (checked above).
+                unsafe {
+                    if wide {
+                        x86::rows_nf4_multi_512::<$t>(w, absmax, x, o);
+                    } else {
+                        x86::rows_nf4_multi::<$t>(w, absmax, x, o);
+                    }
+                }
+            }};
+        }
+        match xs.len() {
+            1 => go!(1),
+            2 => go!(2),
+            3 => go!(3),
+            _ => go!(4),
+        }
+        return true;
+    }
+    let _ = kernel;
+    false
+}
+
 /// `out[i]` = NF4 row `i` of `w` (`cols / 2` code bytes a row) · `x`, with `absmax` the rows'
 /// block scales (little-endian f32, `cols / 64` a row); each equals [`crate::nf4::dot_nf4`].
 pub fn nf4_rows(w: &[u8], absmax: &[u8], x: &[f32], out: &mut [f32], kernel: Kernel) {
@@ -1442,6 +1496,105 @@ pub(crate) mod x86 {
             }
             r0 += rows;
         }
+    }
+
+    /// [`super::nf4_rows_multi`] with AVX2: one row at a time against `T` activations, each
+    /// weight looked up and scaled once (as [`rows_nf4_with`]), then each activation's
+    /// eight-lane chain in the reference's order.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, and AVX-512 F and VL when `WIDE`; every `xs[t]` has the same
+    /// length, a multiple of 64; `codes` holds `outs[0].len()` rows of `len / 2` bytes, `absmax`
+    /// as many of `len / 16`, and every `outs[t]` `outs[0].len()` elements.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn rows_nf4_multi_with<const WIDE: bool, const T: usize>(
+        codes: &[u8],
+        absmax: &[u8],
+        xs: &[&[f32]; T],
+        outs: &mut [&mut [f32]; T],
+    ) {
+        use crate::nf4::{NF4_BLOCK, NF4_CODEBOOK};
+        let blocks = xs[0].len() / NF4_BLOCK;
+        let (row_bytes, scale_bytes) = (blocks * NF4_BLOCK / 2, blocks * 4);
+        // SAFETY: each 8-float half of the codebook is in bounds.
+        let (lo, hi) = unsafe {
+            (
+                _mm256_loadu_ps(NF4_CODEBOOK.as_ptr()),
+                _mm256_loadu_ps(NF4_CODEBOOK.as_ptr().add(8)),
+            )
+        };
+        let shifts = _mm256_setr_epi32(4, 0, 12, 8, 20, 16, 28, 24);
+        let m4 = _mm256_set1_epi32(0xF);
+        for row in 0..outs[0].len() {
+            let mut acc = [_mm256_setzero_ps(); T];
+            for b in 0..blocks {
+                // SAFETY: row `row` and its block b are within `codes` and `absmax`, and block
+                // b within every activation (the caller's contract).
+                unsafe {
+                    let am = _mm256_broadcastss_ps(_mm_load_ss(
+                        absmax.as_ptr().add(scale_bytes * row + 4 * b).cast(),
+                    ));
+                    let cp = codes.as_ptr().add(row_bytes * row + NF4_BLOCK / 2 * b);
+                    prefetch_ahead(cp, NF4_BLOCK / 2);
+                    for g in 0..NF4_BLOCK / 8 {
+                        let four = _mm256_broadcastd_epi32(_mm_loadu_si32(cp.add(4 * g).cast()));
+                        let idx = _mm256_and_si256(_mm256_srlv_epi32(four, shifts), m4);
+                        let cb = if WIDE {
+                            wide_lookup(lo, idx, hi)
+                        } else {
+                            let top = _mm256_castsi256_ps(_mm256_slli_epi32::<28>(idx));
+                            _mm256_blendv_ps(
+                                _mm256_permutevar8x32_ps(lo, idx),
+                                _mm256_permutevar8x32_ps(hi, idx),
+                                top,
+                            )
+                        };
+                        let w = _mm256_mul_ps(cb, am);
+                        for t in 0..T {
+                            let xv = _mm256_loadu_ps(xs[t].as_ptr().add(NF4_BLOCK * b + 8 * g));
+                            acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(w, xv));
+                        }
+                    }
+                }
+            }
+            for t in 0..T {
+                let mut l = [0f32; 8];
+                // SAFETY: `l` has eight floats.
+                unsafe { _mm256_storeu_ps(l.as_mut_ptr(), acc[t]) };
+                outs[t][row] = crate::dot::sum_lanes8(l);
+            }
+        }
+    }
+
+    /// [`rows_nf4_multi_with`] on AVX2.
+    ///
+    /// # Safety
+    /// As [`rows_nf4_multi_with`]: AVX2, and the lengths it names.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn rows_nf4_multi<const T: usize>(
+        codes: &[u8],
+        absmax: &[u8],
+        xs: &[&[f32]; T],
+        outs: &mut [&mut [f32]; T],
+    ) {
+        // SAFETY: the caller's contract is this function's.
+        unsafe { rows_nf4_multi_with::<false, T>(codes, absmax, xs, outs) }
+    }
+
+    /// [`rows_nf4_multi_with`] with AVX-512 VL's two-table permute.
+    ///
+    /// # Safety
+    /// As [`rows_nf4_multi_with`]: AVX2 and AVX-512 F/VL, and the lengths it names.
+    #[target_feature(enable = "avx2,avx512f,avx512vl")]
+    pub unsafe fn rows_nf4_multi_512<const T: usize>(
+        codes: &[u8],
+        absmax: &[u8],
+        xs: &[&[f32]; T],
+        outs: &mut [&mut [f32]; T],
+    ) {
+        // SAFETY: the caller's contract is this function's.
+        unsafe { rows_nf4_multi_with::<true, T>(codes, absmax, xs, outs) }
     }
 
     /// The 16-entry lookup `(lo ‖ hi)[idx]` in one two-table permute.

@@ -8,7 +8,7 @@ use ggufy_quant::dot::{ActQ8_1, ActQ8_K, BlockFormat, BlockQ4_K, BlockQ5_K, Bloc
 use ggufy_quant::dot::{BlockQ4_1, BlockQ5_0, BlockQ5_1, dot_bf16, dot_f16_tiled};
 use ggufy_quant::matvec::{
     Kernel, MAX_TOKENS, bf16_rows, f16_rows, f16_rows_multi, f16_rows_tiled, k_quant_rows_multi,
-    legacy_rows, nf4_rows, q4_k_rows, q5_k_rows, q6_k_rows, q8_0_partner_rows,
+    legacy_rows, nf4_rows, nf4_rows_multi, q4_k_rows, q5_k_rows, q6_k_rows, q8_0_partner_rows,
     q8_0_partner_rows_multi,
 };
 use ggufy_quant::nf4::{dequantize_nf4, dot_nf4};
@@ -316,6 +316,34 @@ proptest! {
                 let mut want = vec![0f32; rows];
                 f16_rows(&wh, xt, &mut want, Kernel::Scalar);
                 prop_assert_eq!(bits(got), bits(&want), "F16 {:?}", k);
+            }
+        }
+        // NF4: arbitrary codes (from the weights' bits) and edge-value block scales.
+        let cols = blocks * 64;
+        let codes: Vec<u8> = w[..rows * cols / 2]
+            .iter()
+            .map(|v| (v.to_bits() ^ (v.to_bits() >> 13)) as u8)
+            .collect();
+        let am: Vec<u8> = w[rows * cols / 2..rows * cols / 2 + rows * blocks]
+            .iter()
+            .flat_map(|a| a.to_le_bytes())
+            .collect();
+        let x_refs: Vec<&[f32]> = x.chunks_exact(cols).take(tokens).collect();
+        for k in Kernel::available() {
+            let mut outs = vec![vec![0f32; rows]; tokens];
+            let mut out_refs: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
+            if !nf4_rows_multi(&codes, &am, &x_refs, &mut out_refs, k) {
+                // Only where no vector kernel runs.
+                prop_assert!(k == Kernel::Scalar);
+                continue;
+            }
+            for (xt, got) in x_refs.iter().zip(&outs) {
+                let mut want = vec![0f32; rows];
+                nf4_rows(&codes, &am, xt, &mut want, Kernel::Scalar);
+                for (g, w) in got.iter().zip(&want) {
+                    // NaN payloads aside (an infinite absmax times a zero code), bit for bit.
+                    prop_assert!(g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()), "NF4 {:?}: {} vs {}", k, g, w);
+                }
             }
         }
     }

@@ -555,6 +555,19 @@ impl<'a> Matrix<'a> {
                     None => false,
                 }
             }
+            Storage::Nf4 { absmax } => {
+                let x: Option<Vec<&[f32]>> = acts
+                    .iter()
+                    .map(|a| match a {
+                        Activation::F32(v) => Some(v.as_slice()),
+                        _ => None,
+                    })
+                    .collect();
+                let per_row = self.cols / NF4_BLOCK * 4;
+                x.is_some_and(|x| {
+                    matvec::nf4_rows_multi(w, &absmax[first * per_row..], &x, &mut outs, kernel)
+                })
+            }
             _ => false,
         }
     }
