@@ -535,6 +535,14 @@ pub fn q5_k_rows(w: &[u8], row_bytes: usize, act: &[u8], out: &mut [f32], kernel
         }
         return;
     }
+    #[cfg(target_arch = "aarch64")]
+    if kernel == Kernel::Neon {
+        for (o, r) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
+            // SAFETY: `Kernel::Neon` runs only where NEON is present (`usable`).
+            *o = unsafe { arm::dot_q5_k(r, act) };
+        }
+        return;
+    }
     let _ = kernel;
     for (o, r) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
         *o = BlockQ5_K::vec_dot_blocks(r, act);
@@ -845,18 +853,51 @@ mod arm {
     /// The CPU must have NEON; `w` holds whole 144-byte blocks and `a` as many 292-byte ones.
     #[target_feature(enable = "neon")]
     pub unsafe fn dot_q4_k(w: &[u8], a: &[u8]) -> f32 {
+        // SAFETY: the caller's contract is `dot_k`'s.
+        unsafe { dot_k::<false>(w, a) }
+    }
+
+    /// [`crate::dot::BlockQ5_K`]'s dot with NEON: as [`dot_q4_k`], each code's fifth bit from
+    /// `qh`.
+    ///
+    /// # Safety
+    /// The CPU must have NEON; `w` holds whole 176-byte blocks and `a` as many 292-byte ones.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot_q5_k(w: &[u8], a: &[u8]) -> f32 {
+        // SAFETY: the caller's contract is `dot_k`'s.
+        unsafe { dot_k::<true>(w, a) }
+    }
+
+    /// Q4_K (or, `Q5`, Q5_K) blocks against Q8_K ones: per 64-element chunk `c`, the low
+    /// nibbles are sub-block 2c, the high ones 2c + 1; Q5_K's bit 2c (2c + 1) of `qh[l]` tops
+    /// element l's code.
+    ///
+    /// # Safety
+    /// The CPU must have NEON; `w` holds whole blocks (144 or 176 bytes) and `a` as many
+    /// 292-byte ones.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn dot_k<const Q5: bool>(w: &[u8], a: &[u8]) -> f32 {
         let m4 = vdupq_n_u8(0x0F);
+        let sixteen = vdupq_n_u8(16);
+        let (block, codes) = if Q5 { (176, 48) } else { (144, 16) };
         let mut sum = 0f32;
-        for (x, y) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
+        for (x, y) in w.chunks_exact(block).zip(a.chunks_exact(292)) {
             let scales = &x[4..16];
+            let qh = if Q5 {
+                // SAFETY: Q5_K's 32 `qh` bytes are 16..48 of its block.
+                unsafe { [vld1q_u8(x.as_ptr().add(16)), vld1q_u8(x.as_ptr().add(32))] }
+            } else {
+                [vdupq_n_u8(0); 2]
+            };
             let mut isum = 0i32;
             for c in 0..4 {
                 let (sc1, _) = crate::kquants::scale_min_k4(2 * c, scales);
                 let (sc2, _) = crate::kquants::scale_min_k4(2 * c + 1, scales);
-                // SAFETY: codes 16 + 32c.. (32 bytes) are within the block, activation codes
-                // 4 + 64c.. (64 bytes) within the 292.
+                // SAFETY: codes `codes` + 32c.. (32 bytes) are within the block, activation
+                // codes 4 + 64c.. (64 bytes) within the 292.
                 let (q0, q1, y0, y1, y2, y3) = unsafe {
-                    let (q, yy) = (x.as_ptr().add(16 + 32 * c), y.as_ptr().add(4 + 64 * c));
+                    let (q, yy) = (x.as_ptr().add(codes + 32 * c), y.as_ptr().add(4 + 64 * c));
                     (
                         vld1q_u8(q),
                         vld1q_u8(q.add(16)),
@@ -866,11 +907,20 @@ mod arm {
                         vld1q_s8(yy.add(48).cast()),
                     )
                 };
-                let lo = |v| vreinterpretq_s8_u8(vandq_u8(v, m4));
-                let hi = |v| vreinterpretq_s8_u8(vshrq_n_u8::<4>(v));
+                // The fifth bit of element l (0..16 from `qh[0]`, 16..32 from `qh[1]`).
+                let top = |h: uint8x16_t, bit: u32| {
+                    if Q5 {
+                        vandq_u8(vtstq_u8(h, vdupq_n_u8(1 << bit)), sixteen)
+                    } else {
+                        vdupq_n_u8(0)
+                    }
+                };
+                let (b_lo, b_hi) = (2 * c as u32, 2 * c as u32 + 1);
+                let lo = |v, h| vreinterpretq_s8_u8(vorrq_u8(vandq_u8(v, m4), top(h, b_lo)));
+                let hi = |v, h| vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8::<4>(v), top(h, b_hi)));
                 let zero = vdupq_n_s32(0);
-                let d1 = vaddvq_s32(dot16(dot16(zero, lo(q0), y0), lo(q1), y1));
-                let d2 = vaddvq_s32(dot16(dot16(zero, hi(q0), y2), hi(q1), y3));
+                let d1 = vaddvq_s32(dot16(dot16(zero, lo(q0, qh[0]), y0), lo(q1, qh[1]), y1));
+                let d2 = vaddvq_s32(dot16(dot16(zero, hi(q0, qh[0]), y2), hi(q1, qh[1]), y3));
                 isum += i32::from(sc1) * d1 + i32::from(sc2) * d2;
             }
             let msum = crate::dot::k_mins_sum(scales, y);

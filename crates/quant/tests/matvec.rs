@@ -333,8 +333,8 @@ proptest! {
             let mut outs = vec![vec![0f32; rows]; tokens];
             let mut out_refs: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
             if !nf4_rows_multi(&codes, &am, &x_refs, &mut out_refs, k) {
-                // Only where no vector kernel runs.
-                prop_assert!(k == Kernel::Scalar);
+                // Only where no batched NF4 kernel runs (scalar, and NEON so far).
+                prop_assert!(k == Kernel::Scalar || !cfg!(target_arch = "x86_64"));
                 continue;
             }
             for (xt, got) in x_refs.iter().zip(&outs) {
