@@ -142,6 +142,49 @@ pub fn f32_row_to_f16(src: &[f32], dst: &mut [u8], level: Level) {
     }
 }
 
+/// `acc[i] = f16(fma(v[i], s, acc[i]))`, values held as f32: ggml's `ggml_vec_mad_f16` on an
+/// f16 accumulator (flash attention's running V sum), one rounding in the multiply-add and one
+/// to f16, with the CPU's conversion instructions. False (and `acc` untouched) where `level`
+/// has none: the caller rounds another way.
+pub fn mad_round_f16(acc: &mut [f32], v: &[f32], s: f32, level: Level) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if level == Level::Avx2 {
+        // SAFETY: Level::Avx2 is only chosen when the CPU reports AVX2, FMA and F16C.
+        unsafe { x86::mad_round_f16(acc, v, s) };
+        return true;
+    }
+    let _ = (acc, v, s, level);
+    false
+}
+
+/// `acc[i] = f16(acc[i] · s)` as [`mad_round_f16`] (rescaling the accumulator when the
+/// softmax maximum moves).
+pub fn scale_round_f16(acc: &mut [f32], s: f32, level: Level) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if level == Level::Avx2 {
+        // SAFETY: Level::Avx2 is only chosen when the CPU reports AVX2, FMA and F16C.
+        unsafe { x86::scale_round_f16(acc, s) };
+        return true;
+    }
+    let _ = (acc, s, level);
+    false
+}
+
+/// `ggml_vec_dot_f16` of two rows of f16 values held as f32, whose length is a multiple of 64:
+/// ggml's 4 × 16 lanes over steps of 64 (the products are exact, so a fused multiply-add
+/// rounds as its multiply then add), combined as [`crate::dot::reduce_f16_lanes`]. `None`
+/// where `level` has no vector path or the length is not a multiple of 64.
+pub fn dot_f16_values(a: &[f32], b: &[f32], level: Level) -> Option<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if level == Level::Avx2 && a.len() == b.len() && a.len().is_multiple_of(64) {
+        // SAFETY: Level::Avx2 is only chosen when the CPU reports AVX2 and FMA; the lengths
+        // are equal multiples of 64.
+        return Some(unsafe { x86::dot_f16_values(a, b) });
+    }
+    let _ = (a, b, level);
+    None
+}
+
 /// Whether any value is NaN (branch-free, so the check vectorizes).
 fn has_nan(x: &[f32]) -> bool {
     x.iter().fold(false, |any, v| any | v.is_nan())
@@ -276,6 +319,75 @@ mod x86 {
     use crate::fp::f32_to_f16;
 
     const QK: usize = 32;
+
+    /// Eight values through f16 and back: IEEE round to nearest even, overflow to infinity,
+    /// subnormals kept (MXCSR's defaults, which Rust leaves alone), NaN quieted.
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
+    fn round8(v: __m256) -> __m256 {
+        _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v))
+    }
+
+    /// [`super::dot_f16_values`]: `a.len() == b.len()`, a multiple of 64.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot_f16_values(a: &[f32], b: &[f32]) -> f32 {
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for c in (0..a.len().min(b.len()) / 64 * 64).step_by(64) {
+            for (j, s) in acc.iter_mut().enumerate() {
+                // SAFETY: c + 64 <= both lengths: eight floats of each from c + 8j.
+                unsafe {
+                    let x = _mm256_loadu_ps(a.as_ptr().add(c + 8 * j));
+                    let y = _mm256_loadu_ps(b.as_ptr().add(c + 8 * j));
+                    *s = _mm256_fmadd_ps(x, y, *s);
+                }
+            }
+        }
+        // Lanes 0–15 of ggml's four 16-lane accumulators are acc[0..2], lanes 16–31 acc[2..4],
+        // and so on: x0 + x2, x1 + x3, then their sum, lane by lane.
+        let lo = _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6]));
+        let hi = _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7]));
+        // `reduce16`: the 16 lanes halved three times, then the last two added.
+        let h = _mm256_add_ps(hi, lo);
+        let q = _mm_add_ps(_mm256_extractf128_ps::<1>(h), _mm256_castps256_ps128(h));
+        let r = _mm_add_ps(q, _mm_movehl_ps(q, q));
+        _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)))
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn mad_round_f16(acc: &mut [f32], v: &[f32], s: f32) {
+        let n = acc.len().min(v.len());
+        let sv = _mm256_set1_ps(s);
+        let mut i = 0;
+        while i + 8 <= n {
+            // SAFETY: i + 8 <= n: eight floats of `acc` and `v` from i.
+            unsafe {
+                let a = _mm256_loadu_ps(acc.as_ptr().add(i));
+                let b = _mm256_loadu_ps(v.as_ptr().add(i));
+                _mm256_storeu_ps(acc.as_mut_ptr().add(i), round8(_mm256_fmadd_ps(b, sv, a)));
+            }
+            i += 8;
+        }
+        for j in i..n {
+            acc[j] = crate::fp::f16_to_f32(f32_to_f16(v[j].mul_add(s, acc[j])));
+        }
+    }
+
+    #[target_feature(enable = "avx2,f16c")]
+    pub(super) unsafe fn scale_round_f16(acc: &mut [f32], s: f32) {
+        let sv = _mm256_set1_ps(s);
+        let mut i = 0;
+        while i + 8 <= acc.len() {
+            // SAFETY: i + 8 <= acc.len(): eight floats from i.
+            unsafe {
+                let a = _mm256_loadu_ps(acc.as_ptr().add(i));
+                _mm256_storeu_ps(acc.as_mut_ptr().add(i), round8(_mm256_mul_ps(a, sv)));
+            }
+            i += 8;
+        }
+        for a in &mut acc[i..] {
+            *a = crate::fp::f16_to_f32(f32_to_f16(*a * s));
+        }
+    }
 
     #[target_feature(enable = "avx2,f16c")]
     pub(super) unsafe fn f16_row_to_f32(src: &[u8], dst: &mut [f32]) {

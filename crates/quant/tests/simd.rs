@@ -93,6 +93,72 @@ proptest! {
     }
 }
 
+/// Finite values only: one infinity among 128 products makes the whole sum NaN or infinite
+/// and hides the order of every other addition.
+fn finite_value() -> impl Strategy<Value = f32> {
+    edge_value().prop_filter("finite", |v| v.is_finite())
+}
+
+/// An f32 through f16 and back, as the `half` crate rounds (nearest, ties to even).
+fn via_f16(x: f32) -> f32 {
+    half::f16::from_f32(x).to_f32()
+}
+
+fn same_or_both_nan(a: f32, b: f32) -> bool {
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
+
+proptest! {
+    /// Flash attention's f16 accumulator steps: the vector paths round exactly as `half`.
+    #[test]
+    fn f16_accumulator_steps_round_as_half(
+        acc in prop::collection::vec(edge_value(), 0..70),
+        v in prop::collection::vec(edge_value(), 70),
+        s in edge_value(),
+    ) {
+        let acc: Vec<f32> = acc.into_iter().map(via_f16).collect();
+        let v: Vec<f32> = v[..acc.len()].iter().map(|&x| via_f16(x)).collect();
+        let mut mad = acc.clone();
+        let mut scaled = acc.clone();
+        let vector = ggufy_quant::simd::mad_round_f16(&mut mad, &v, s, level());
+        prop_assert_eq!(vector, ggufy_quant::simd::scale_round_f16(&mut scaled, s, level()));
+        if vector {
+            for i in 0..acc.len() {
+                let want = via_f16(v[i].mul_add(s, acc[i]));
+                prop_assert!(same_or_both_nan(mad[i], want), "mad {}: {} vs {}", i, mad[i], want);
+                let want = via_f16(acc[i] * s);
+                prop_assert!(same_or_both_nan(scaled[i], want), "scale {}: {} vs {}", i, scaled[i], want);
+            }
+        }
+    }
+
+    /// Scores of f16 values: the vector dot sums in ggml's 64-lane order.
+    #[test]
+    fn f16_value_dots_sum_in_ggmls_order(
+        (steps, a, b) in (1usize..4).prop_flat_map(|n| (
+            Just(n),
+            prop::collection::vec(finite_value(), 64 * n),
+            prop::collection::vec(finite_value(), 64 * n),
+        )),
+    ) {
+        let a: Vec<f32> = a.into_iter().map(via_f16).collect();
+        let b: Vec<f32> = b.into_iter().map(via_f16).collect();
+        let mut acc = [0f32; 64];
+        for (ac, bc) in a.chunks_exact(64).zip(b.chunks_exact(64)) {
+            for ((s, x), y) in acc.iter_mut().zip(ac).zip(bc) {
+                *s += x * y;
+            }
+        }
+        let want = ggufy_quant::dot::reduce_f16_lanes(&acc);
+        match ggufy_quant::simd::dot_f16_values(&a, &b, level()) {
+            Some(got) => prop_assert!(same_or_both_nan(got, want), "{} steps: {} vs {}", steps, got, want),
+            None => prop_assert!(level() != Level::Avx2 || !cfg!(target_arch = "x86_64")),
+        }
+        // Not a multiple of 64: no vector path.
+        prop_assert!(ggufy_quant::simd::dot_f16_values(&a[1..], &b[1..], level()).is_none());
+    }
+}
+
 #[test]
 fn reports_the_level_in_use() {
     // Not an assertion about the CPU: makes the log say which paths the run above compared.

@@ -1013,22 +1013,27 @@ fn attend_body(q: &[f32], cache: &HeadCache<'_>, out: &mut [f32]) {
             simd::f16_row_to_f32(&vc[2 * t * hd..2 * (t * hd + c)], &mut v_f32[..c], level);
         }
         let kt = &k_f32[i * hd..(i + 1) * hd];
-        let s = dot_f16_values(kt, &qh) * kq_scale;
+        let s = simd::dot_f16_values(kt, &qh, level).unwrap_or_else(|| dot_f16_values(kt, &qh))
+            * kq_scale;
         let (mut ms, mut vs) = (1f32, 1f32);
         if s > m {
             let m_old = m;
             m = s;
             ms = (m_old - m).exp();
-            for a in vkq.iter_mut() {
-                *a = round_f16(*a * ms);
+            if !simd::scale_round_f16(&mut vkq, ms, level) {
+                for a in vkq.iter_mut() {
+                    *a = round_f16(*a * ms);
+                }
             }
         } else {
             vs = (s - m).exp();
         }
         // `ggml_vec_mad_f16`: acc = f16(v·s + acc), one rounding in the multiply-add.
         let vt = &v_f32[i * hd..(i + 1) * hd];
-        for (a, &b) in vkq.iter_mut().zip(vt) {
-            *a = round_f16(b.mul_add(vs, *a));
+        if !simd::mad_round_f16(&mut vkq, vt, vs, level) {
+            for (a, &b) in vkq.iter_mut().zip(vt) {
+                *a = round_f16(b.mul_add(vs, *a));
+            }
         }
         sum = sum * ms + vs;
     }
