@@ -213,6 +213,48 @@ pub fn bf16_rows(w: &[u8], x: &[f32], out: &mut [f32], kernel: Kernel) {
     }
 }
 
+/// [`bf16_rows`] for up to [`MAX_TOKENS`] activation rows at once (a prefill or perplexity
+/// batch): each weight vector is widened once for all of them; every result equals the one-row
+/// kernel's. False (and `outs` untouched) where no batched kernel runs or the shapes do not fit.
+pub fn bf16_rows_multi(w: &[u8], xs: &[&[f32]], outs: &mut [&mut [f32]], kernel: Kernel) -> bool {
+    let Some(n) = batch_len(xs.len(), outs) else {
+        return false;
+    };
+    let cols = xs[0].len();
+    if xs.iter().any(|x| x.len() != cols) || w.len() < n * 2 * cols {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if kernel.usable() != Kernel::Scalar {
+        let w = &w[..n * 2 * cols];
+        macro_rules! go {
+            ($t:literal) => {{
+                let x: &[&[f32]; $t] = xs.try_into().expect("length checked");
+                let o: &mut [&mut [f32]; $t] = outs.try_into().expect("length checked");
+                // SAFETY: the x86 kernels are chosen only on CPUs with AVX2 (`Avx512Vnni` with
+                // AVX-512 F too); `w` holds `n` rows of `cols` bf16 values, every `xs[t]` `cols`
+                // values and every `outs[t]` `n` elements (checked above).
+                unsafe {
+                    if kernel.usable() == Kernel::Avx512Vnni {
+                        x86::rows_bf16_multi_512::<$t>(w, x, o);
+                    } else {
+                        x86::rows_bf16_multi::<$t>(w, x, o);
+                    }
+                }
+            }};
+        }
+        match xs.len() {
+            1 => go!(1),
+            2 => go!(2),
+            3 => go!(3),
+            _ => go!(4),
+        }
+        return true;
+    }
+    let _ = kernel;
+    false
+}
+
 /// The most activation rows one call of the batched kernels takes.
 pub const MAX_TOKENS: usize = 4;
 
@@ -1983,6 +2025,121 @@ pub(crate) mod x86 {
                     s += crate::fp::bf16_to_f32(u16::from_le_bytes([b[0], b[1]])) * xv;
                 }
                 out[r0 + r] = s;
+            }
+            r0 += rows;
+        }
+    }
+
+    /// [`super::bf16_rows_multi`] with AVX2: two rows at a time against `T` activations (up to
+    /// eight chains in flight: one waits on its adds), each weight vector widened once, each
+    /// activation's eight-lane chain as [`rows_bf16`]'s.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2; every `xs[t]` has the same length, `w` holds `outs[0].len()`
+    /// rows of that many bf16 values and every `outs[t]` `outs[0].len()` elements.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn rows_bf16_multi<const T: usize>(
+        w: &[u8],
+        xs: &[&[f32]; T],
+        outs: &mut [&mut [f32]; T],
+    ) {
+        let n = xs[0].len();
+        let whole = n / 8 * 8;
+        let mut r0 = 0;
+        while r0 < outs[0].len() {
+            let rows = (outs[0].len() - r0).min(2);
+            let mut acc = [[_mm256_setzero_ps(); T]; 2];
+            for i in (0..whole).step_by(8) {
+                for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                    // SAFETY: i + 8 <= n: 16 bytes of row r0 + r from 2i (within `w`) and 8
+                    // floats of every activation from i.
+                    unsafe {
+                        let p = w.as_ptr().add(2 * ((r0 + r) * n + i));
+                        let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()));
+                        let wv = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(h));
+                        for t in 0..T {
+                            let xv = _mm256_loadu_ps(xs[t].as_ptr().add(i));
+                            acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(wv, xv));
+                        }
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate().take(rows) {
+                let row = &w[2 * (r0 + r) * n..2 * (r0 + r + 1) * n];
+                for t in 0..T {
+                    let mut lanes = [0f32; 8];
+                    // SAFETY: `lanes` holds eight floats.
+                    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc[t]) };
+                    let mut s = crate::dot::sum_lanes8(lanes);
+                    for (b, &xv) in row[2 * whole..].chunks_exact(2).zip(&xs[t][whole..]) {
+                        s += crate::fp::bf16_to_f32(u16::from_le_bytes([b[0], b[1]])) * xv;
+                    }
+                    outs[t][r0 + r] = s;
+                }
+            }
+            r0 += rows;
+        }
+    }
+
+    /// [`rows_bf16_multi`] with 512-bit vectors: each register holds two rows' eight-lane
+    /// chains (rows `a` and `b` in its halves, the activation in both), four rows at a time,
+    /// twice the multiplies and adds per instruction of the AVX2 kernel, the same chains.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and AVX-512 F; otherwise as [`rows_bf16_multi`].
+    #[target_feature(enable = "avx2,avx512f")]
+    pub unsafe fn rows_bf16_multi_512<const T: usize>(
+        w: &[u8],
+        xs: &[&[f32]; T],
+        outs: &mut [&mut [f32]; T],
+    ) {
+        let n = xs[0].len();
+        let whole = n / 8 * 8;
+        let total = outs[0].len();
+        let mut r0 = 0;
+        while r0 < total {
+            let rows = (total - r0).min(4);
+            // Pairs of rows, one per register; an odd last row is paired with itself.
+            let pair = |p: usize| (r0 + 2 * p, (r0 + 2 * p + 1).min(r0 + rows - 1));
+            let pairs = rows.div_ceil(2);
+            let mut acc = [[_mm512_setzero_ps(); T]; 2];
+            for i in (0..whole).step_by(8) {
+                // SAFETY: i + 8 <= n: 8 floats of every activation from i.
+                let x: [__m512; T] = std::array::from_fn(|t| unsafe {
+                    let v = _mm512_castps256_ps512(_mm256_loadu_ps(xs[t].as_ptr().add(i)));
+                    _mm512_shuffle_f32x4::<0b01_00_01_00>(v, v)
+                });
+                for (p, acc) in acc.iter_mut().enumerate().take(pairs) {
+                    let (a, b) = pair(p);
+                    // SAFETY: rows a and b are below `total`, so 16 bytes of each from 2i are
+                    // within `w`.
+                    let wv = unsafe {
+                        let lo = _mm_loadu_si128(w.as_ptr().add(2 * (a * n + i)).cast());
+                        let hi = _mm_loadu_si128(w.as_ptr().add(2 * (b * n + i)).cast());
+                        let h = _mm512_cvtepu16_epi32(_mm256_set_m128i(hi, lo));
+                        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(h))
+                    };
+                    for t in 0..T {
+                        acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(wv, x[t]));
+                    }
+                }
+            }
+            for (p, acc) in acc.iter().enumerate().take(pairs) {
+                let (a, b) = pair(p);
+                for t in 0..T {
+                    let mut lanes = [0f32; 16];
+                    // SAFETY: `lanes` holds sixteen floats.
+                    unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), acc[t]) };
+                    for (half, r) in [(0, a), (8, b)] {
+                        let row = &w[2 * r * n..2 * (r + 1) * n];
+                        let l: [f32; 8] = lanes[half..half + 8].try_into().expect("eight");
+                        let mut s = crate::dot::sum_lanes8(l);
+                        for (b, &xv) in row[2 * whole..].chunks_exact(2).zip(&xs[t][whole..]) {
+                            s += crate::fp::bf16_to_f32(u16::from_le_bytes([b[0], b[1]])) * xv;
+                        }
+                        outs[t][r] = s;
+                    }
+                }
             }
             r0 += rows;
         }

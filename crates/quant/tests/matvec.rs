@@ -7,9 +7,9 @@ use ggufy_quant::dot::{ActQ8_0, ActivationFormat, BlockSums, dot_f16, quantize_q
 use ggufy_quant::dot::{ActQ8_1, ActQ8_K, BlockFormat, BlockQ4_K, BlockQ5_K, BlockQ6_K};
 use ggufy_quant::dot::{BlockQ4_1, BlockQ5_0, BlockQ5_1, dot_bf16, dot_f16_tiled};
 use ggufy_quant::matvec::{
-    Kernel, MAX_TOKENS, bf16_rows, f16_rows, f16_rows_multi, f16_rows_tiled, k_quant_rows_multi,
-    legacy_rows, nf4_rows, nf4_rows_multi, q4_k_rows, q5_k_rows, q6_k_rows, q8_0_partner_rows,
-    q8_0_partner_rows_multi,
+    Kernel, MAX_TOKENS, bf16_rows, bf16_rows_multi, f16_rows, f16_rows_multi, f16_rows_tiled,
+    k_quant_rows_multi, legacy_rows, nf4_rows, nf4_rows_multi, q4_k_rows, q5_k_rows, q6_k_rows,
+    q8_0_partner_rows, q8_0_partner_rows_multi,
 };
 use ggufy_quant::nf4::{dequantize_nf4, dot_nf4};
 use ggufy_quant::simd::Level;
@@ -316,6 +316,31 @@ proptest! {
                 let mut want = vec![0f32; rows];
                 f16_rows(&wh, xt, &mut want, Kernel::Scalar);
                 prop_assert_eq!(bits(got), bits(&want), "F16 {:?}", k);
+            }
+        }
+        // BF16 weights and bf16-valued activations (as the runner rounds them), odd lengths.
+        let bf = |v: f32| half::bf16::from_f32(v);
+        let cols = blocks * 32 + 7;
+        let wb: Vec<u8> = w[..rows * cols].iter().flat_map(|&v| bf(v).to_le_bytes()).collect();
+        let xs: Vec<Vec<f32>> = x
+            .chunks_exact(cols)
+            .take(tokens)
+            .map(|c| c.iter().map(|&v| bf(v).to_f32()).collect())
+            .collect();
+        let x_refs: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
+        for k in Kernel::available() {
+            let mut outs = vec![vec![0f32; rows]; tokens];
+            let mut out_refs: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
+            if !bf16_rows_multi(&wb, &x_refs, &mut out_refs, k) {
+                prop_assert!(k == Kernel::Scalar || !cfg!(target_arch = "x86_64"));
+                continue;
+            }
+            for (xt, got) in xs.iter().zip(&outs) {
+                let mut want = vec![0f32; rows];
+                bf16_rows(&wb, xt, &mut want, Kernel::Scalar);
+                for (g, w) in got.iter().zip(&want) {
+                    prop_assert!(g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()), "BF16 {:?}: {} vs {}", k, g, w);
+                }
             }
         }
         // NF4: arbitrary codes (from the weights' bits) and edge-value block scales.

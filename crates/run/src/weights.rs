@@ -555,6 +555,16 @@ impl<'a> Matrix<'a> {
                     None => false,
                 }
             }
+            Storage::Ggml(GgmlType::BF16) => {
+                let x: Option<Vec<&[f32]>> = acts
+                    .iter()
+                    .map(|a| match a {
+                        Activation::Bf16(v) => Some(v.as_slice()),
+                        _ => None,
+                    })
+                    .collect();
+                x.is_some_and(|x| matvec::bf16_rows_multi(w, &x, &mut outs, kernel))
+            }
             Storage::Nf4 { absmax } => {
                 let x: Option<Vec<&[f32]>> = acts
                     .iter()
