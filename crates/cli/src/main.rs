@@ -134,7 +134,7 @@ pub(crate) fn open_gguf(path: &std::path::Path) -> anyhow::Result<ggufy_gguf::Gg
     })
 }
 
-/// Regroups `model`'s Q4_0/Q8_0 matrices for this CPU's decode kernels (unless `keep_layout`)
+/// Regroups `model`'s matrices for this CPU's packed kernels (unless `keep_layout`)
 /// and lets the OS drop the file pages they were copied from, so memory stays near one copy.
 pub(crate) fn pack_weights(
     model: &mut ggufy_run::Model<'_>,

@@ -64,8 +64,9 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = crate::device::Device::Cpu)]
     device: crate::device::Device,
     /// Keep every weight in the file's layout, read in place: no copy and less memory, but
-    /// slower decoding on CPUs with AVX-512 VNNI, where Q4_0/Q8_0 matrices are otherwise
-    /// regrouped sixteen rows at a time at load (results are the same either way).
+    /// slower on x86-64 CPUs with AVX2, where Q4_0, Q4_1, Q8_0 and K-quant matrices are
+    /// otherwise regrouped sixteen rows at a time at load and F16 ones copied into huge pages
+    /// (results are the same either way).
     #[arg(long)]
     no_repack: bool,
 }

@@ -155,8 +155,8 @@ fn scale_offset(head: usize, r: usize, b: usize, o: usize) -> usize {
 
 impl PackedRows {
     /// Packs the whole groups of `rows` rows of `row_bytes` in `w`; `None` for types other
-    /// than Q4_0, Q8_0, Q4_K, Q5_K and Q6_K, for rows that are not whole blocks, when `w` is too short, or
-    /// when the memory cannot be had.
+    /// than Q4_0, Q4_1, Q8_0, Q4_K, Q5_K and Q6_K, for rows that are not whole blocks, when
+    /// `w` is too short, or when the memory cannot be had.
     pub fn new(ty: GgmlType, w: &[u8], row_bytes: usize, rows: usize) -> Option<PackedRows> {
         if let Some(sb) = superblock_bytes(ty) {
             // Each row's superblock moves as runs of bytes that stay together (mostly four),

@@ -526,7 +526,7 @@ impl<'a> Model<'a> {
         mats
     }
 
-    /// Regroups the Q4_0/Q8_0 matrices for this CPU's decode kernels (see [`Matrix::pack`]),
+    /// Regroups the matrices this CPU's packed kernels read (see [`Matrix::pack`]),
     /// in parallel; results do not change. Returns the bytes copied. `release` is called with
     /// each packed matrix's file bytes as soon as it is copied, so that the caller can let the OS
     /// drop them and memory stays near one copy of the weights throughout (the embedding table,

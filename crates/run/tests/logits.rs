@@ -62,7 +62,7 @@ fn logits_match_llama_cpp() {
             .map(|v| v.as_f64().unwrap() as f32)
             .collect();
         assert_eq!(got.len(), want.len(), "{ckpt} {ty}: vocabulary size");
-        // The regrouped Q4_0/Q8_0 weights (on CPUs with AVX-512 VNNI) give the same bits.
+        // The regrouped weights (on x86-64 CPUs with AVX2) give the same bits.
         let mut packed = Model::load(&file).unwrap();
         let copied = packed.pack(&|_| {});
         let vnni = Kernel::best(simd::level()) == Kernel::Avx512Vnni;
