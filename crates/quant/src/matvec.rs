@@ -1541,9 +1541,6 @@ pub(crate) mod x86 {
                 _mm256_loadu_ps(NF4_CODEBOOK.as_ptr().add(8)),
             )
         };
-        // Byte k of four holds elements 2k (high nibble) and 2k + 1 (low nibble).
-        let shifts = _mm256_setr_epi32(4, 0, 12, 8, 20, 16, 28, 24);
-        let m4 = _mm256_set1_epi32(0xF);
         let mut r0 = 0;
         while r0 < out.len() {
             let rows = (out.len() - r0).min(4);
@@ -1561,19 +1558,7 @@ pub(crate) mod x86 {
                         let cp = codes.as_ptr().add(row_bytes * row + NF4_BLOCK / 2 * b);
                         prefetch_ahead(cp, NF4_BLOCK / 2);
                         for g in 0..NF4_BLOCK / 8 {
-                            let four =
-                                _mm256_broadcastd_epi32(_mm_loadu_si32(cp.add(4 * g).cast()));
-                            let idx = _mm256_and_si256(_mm256_srlv_epi32(four, shifts), m4);
-                            let cb = if WIDE {
-                                wide_lookup(lo, idx, hi)
-                            } else {
-                                let top = _mm256_castsi256_ps(_mm256_slli_epi32::<28>(idx));
-                                _mm256_blendv_ps(
-                                    _mm256_permutevar8x32_ps(lo, idx),
-                                    _mm256_permutevar8x32_ps(hi, idx),
-                                    top,
-                                )
-                            };
+                            let cb = nf4_lookup8::<WIDE>(cp.add(4 * g), lo, hi);
                             let xv = _mm256_loadu_ps(xp.add(8 * g));
                             *a = _mm256_add_ps(*a, _mm256_mul_ps(_mm256_mul_ps(cb, am), xv));
                         }
@@ -1616,8 +1601,6 @@ pub(crate) mod x86 {
                 _mm256_loadu_ps(NF4_CODEBOOK.as_ptr().add(8)),
             )
         };
-        let shifts = _mm256_setr_epi32(4, 0, 12, 8, 20, 16, 28, 24);
-        let m4 = _mm256_set1_epi32(0xF);
         for row in 0..outs[0].len() {
             let mut acc = [_mm256_setzero_ps(); T];
             for b in 0..blocks {
@@ -1630,19 +1613,7 @@ pub(crate) mod x86 {
                     let cp = codes.as_ptr().add(row_bytes * row + NF4_BLOCK / 2 * b);
                     prefetch_ahead(cp, NF4_BLOCK / 2);
                     for g in 0..NF4_BLOCK / 8 {
-                        let four = _mm256_broadcastd_epi32(_mm_loadu_si32(cp.add(4 * g).cast()));
-                        let idx = _mm256_and_si256(_mm256_srlv_epi32(four, shifts), m4);
-                        let cb = if WIDE {
-                            wide_lookup(lo, idx, hi)
-                        } else {
-                            let top = _mm256_castsi256_ps(_mm256_slli_epi32::<28>(idx));
-                            _mm256_blendv_ps(
-                                _mm256_permutevar8x32_ps(lo, idx),
-                                _mm256_permutevar8x32_ps(hi, idx),
-                                top,
-                            )
-                        };
-                        let w = _mm256_mul_ps(cb, am);
+                        let w = _mm256_mul_ps(nf4_lookup8::<WIDE>(cp.add(4 * g), lo, hi), am);
                         for t in 0..T {
                             let xv = _mm256_loadu_ps(xs[t].as_ptr().add(NF4_BLOCK * b + 8 * g));
                             acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(w, xv));
@@ -1687,6 +1658,35 @@ pub(crate) mod x86 {
     ) {
         // SAFETY: the caller's contract is this function's.
         unsafe { rows_nf4_multi_with::<true, T>(codes, absmax, xs, outs) }
+    }
+
+    /// The codebook values of the eight NF4 codes in the four bytes at `cp` (`lo`, `hi`: the
+    /// codebook's halves), spread into eight lanes by a variable shift: two 8-entry permutes
+    /// and a blend on each code's top bit, or (`WIDE`) one two-table permute.
+    ///
+    /// # Safety
+    /// Four bytes from `cp` must be readable; the CPU must have AVX2 (and AVX-512 F/VL when
+    /// `WIDE`), enabled in the function this is inlined into.
+    #[inline(always)]
+    unsafe fn nf4_lookup8<const WIDE: bool>(cp: *const u8, lo: __m256, hi: __m256) -> __m256 {
+        // SAFETY: the caller's contract (the bytes, and the features of the function this is
+        // inlined into).
+        unsafe {
+            // Byte k of four holds elements 2k (high nibble) and 2k + 1 (low nibble).
+            let shifts = _mm256_setr_epi32(4, 0, 12, 8, 20, 16, 28, 24);
+            let four = _mm256_broadcastd_epi32(_mm_loadu_si32(cp.cast()));
+            let idx = _mm256_and_si256(_mm256_srlv_epi32(four, shifts), _mm256_set1_epi32(0xF));
+            if WIDE {
+                wide_lookup(lo, idx, hi)
+            } else {
+                let top = _mm256_castsi256_ps(_mm256_slli_epi32::<28>(idx));
+                _mm256_blendv_ps(
+                    _mm256_permutevar8x32_ps(lo, idx),
+                    _mm256_permutevar8x32_ps(hi, idx),
+                    top,
+                )
+            }
+        }
     }
 
     /// The 16-entry lookup `(lo ‖ hi)[idx]` in one two-table permute.
