@@ -255,6 +255,17 @@ pub fn bf16_rows_multi(w: &[u8], xs: &[&[f32]], outs: &mut [&mut [f32]], kernel:
     false
 }
 
+/// A BF16 row's result from its eight lanes: [`crate::dot::dot_bf16`]'s lane sum, then the
+/// elements past the last whole eight (`whole` on) one by one.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn bf16_row_sum(lanes: [f32; 8], row: &[u8], x: &[f32], whole: usize) -> f32 {
+    let mut s = crate::dot::sum_lanes8(lanes);
+    for (b, &xv) in row[2 * whole..].chunks_exact(2).zip(&x[whole..]) {
+        s += crate::fp::bf16_to_f32(u16::from_le_bytes([b[0], b[1]])) * xv;
+    }
+    s
+}
+
 /// The most activation rows one call of the batched kernels takes.
 pub const MAX_TOKENS: usize = 4;
 
@@ -1008,11 +1019,7 @@ mod arm {
                     vst1q_f32(lanes.as_mut_ptr().add(4), a[1]);
                 }
                 let row = &w[2 * (r0 + r) * n..2 * (r0 + r + 1) * n];
-                let mut s = crate::dot::sum_lanes8(lanes);
-                for (b, &xv) in row[2 * whole..].chunks_exact(2).zip(&x[whole..]) {
-                    s += crate::fp::bf16_to_f32(u16::from_le_bytes([b[0], b[1]])) * xv;
-                }
-                out[r0 + r] = s;
+                out[r0 + r] = super::bf16_row_sum(lanes, row, x, whole);
             }
             r0 += rows;
         }
@@ -2020,11 +2027,7 @@ pub(crate) mod x86 {
                 // SAFETY: `lanes` holds eight floats.
                 unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *a) };
                 let row = &w[2 * (r0 + r) * n..2 * (r0 + r + 1) * n];
-                let mut s = crate::dot::sum_lanes8(lanes);
-                for (b, &xv) in row[2 * whole..].chunks_exact(2).zip(&x[whole..]) {
-                    s += crate::fp::bf16_to_f32(u16::from_le_bytes([b[0], b[1]])) * xv;
-                }
-                out[r0 + r] = s;
+                out[r0 + r] = super::bf16_row_sum(lanes, row, x, whole);
             }
             r0 += rows;
         }
@@ -2070,11 +2073,7 @@ pub(crate) mod x86 {
                     let mut lanes = [0f32; 8];
                     // SAFETY: `lanes` holds eight floats.
                     unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc[t]) };
-                    let mut s = crate::dot::sum_lanes8(lanes);
-                    for (b, &xv) in row[2 * whole..].chunks_exact(2).zip(&xs[t][whole..]) {
-                        s += crate::fp::bf16_to_f32(u16::from_le_bytes([b[0], b[1]])) * xv;
-                    }
-                    outs[t][r0 + r] = s;
+                    outs[t][r0 + r] = super::bf16_row_sum(lanes, row, xs[t], whole);
                 }
             }
             r0 += rows;
@@ -2133,11 +2132,7 @@ pub(crate) mod x86 {
                     for (half, r) in [(0, a), (8, b)] {
                         let row = &w[2 * r * n..2 * (r + 1) * n];
                         let l: [f32; 8] = lanes[half..half + 8].try_into().expect("eight");
-                        let mut s = crate::dot::sum_lanes8(l);
-                        for (b, &xv) in row[2 * whole..].chunks_exact(2).zip(&xs[t][whole..]) {
-                            s += crate::fp::bf16_to_f32(u16::from_le_bytes([b[0], b[1]])) * xv;
-                        }
-                        outs[t][r] = s;
+                        outs[t][r] = super::bf16_row_sum(l, row, xs[t], whole);
                     }
                 }
             }
