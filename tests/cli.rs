@@ -233,7 +233,7 @@ fn exit_codes() {
     let bad = capped("avx9");
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("GGUFY_SIMD"));
-    for ok in ["avx2", "AVXVNNI", "scalar", "native", ""] {
+    for ok in ["avx2", "AVXVNNI", "avx512", "scalar", "native", ""] {
         assert_eq!(capped(ok).status.code(), Some(0), "GGUFY_SIMD={ok}");
     }
 }

@@ -1,7 +1,7 @@
 //! Same input and flags, same bytes: `convert` and `quantize` outputs, and `run`'s tokens and
 //! `perplexity`'s numbers, are identical at 1, 2 and 7 threads and with every SIMD path turned
 //! off (`GGUFY_FORCE_SCALAR=1`, the scalar references); `run` and `perplexity` also with the
-//! kernels of CPUs without AVX-512 (`GGUFY_SIMD=avx2`, `avxvnni`). Users pin SHA-256 sums of
+//! kernels of CPUs without AVX-512 (`GGUFY_SIMD=avx2`, `avxvnni`) or AMX (`avx512`). Users pin SHA-256 sums of
 //! quantized files; a thread count or a CPU must not change them.
 
 mod common;
@@ -17,7 +17,8 @@ const SETTINGS: [(&str, bool); 4] = [("1", false), ("2", false), ("7", false), (
 
 /// More settings for the runner, whose kernels (unlike the quantizers') differ by CPU:
 /// (threads, `GGUFY_SIMD`). On CPUs without the instructions the cap changes nothing.
-const RUNNER_CAPS: [(&str, &str); 2] = [("2", "avx2"), ("3", "avxvnni")];
+/// `avx512` turns off AMX's tiles alone (the batched Q4_0/Q8_0 products).
+const RUNNER_CAPS: [(&str, &str); 3] = [("2", "avx2"), ("3", "avxvnni"), ("2", "avx512")];
 
 fn run_with(args: &[&str], threads: &str, scalar: bool) -> Output {
     run_capped(args, threads, if scalar { "scalar" } else { "native" })

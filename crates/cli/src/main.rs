@@ -155,7 +155,7 @@ fn main() -> ExitCode {
         && ggufy_quant::simd::Cap::parse(&v).is_none()
     {
         // A usage error, as clap's are: the run would not use what the user asked for.
-        eprintln!("error: GGUFY_SIMD={v:?}: expected scalar, avx2, avxvnni or native");
+        eprintln!("error: GGUFY_SIMD={v:?}: expected scalar, avx2, avxvnni, avx512 or native");
         return ExitCode::from(2);
     }
     let result = match cli.command {

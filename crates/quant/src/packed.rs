@@ -502,10 +502,122 @@ impl PackedRows {
             }
         }
     }
+
+    /// `outs[t][i]` = packed row `first + i` · token `t` of `tiles` (their tokens in order), for
+    /// Q4_0 and Q8_0 rows on AMX tiles ([`tiles_ready`]); each equals [`PackedRows::rows_dot`]'s
+    /// result (the same integer block sums, the same multiply-add chain). False (and `outs`
+    /// untouched) when the tiles do not run here, for other types, when `first` is not a group
+    /// boundary, the rows are not whole groups within range, or the tiles or `outs` do not fit.
+    pub fn rows_dot_tiles(&self, first: usize, tiles: &[ActTile], outs: &mut [&mut [f32]]) -> bool {
+        let n = outs.first().map_or(0, |o| o.len());
+        if outs.len() != tiles.iter().map(|t| t.tokens).sum::<usize>()
+            || outs.iter().any(|o| o.len() != n)
+            || !tiles_ready()
+            || !matches!(self.ty, GgmlType::Q4_0 | GgmlType::Q8_0)
+            || !first.is_multiple_of(GROUP)
+            || !n.is_multiple_of(GROUP)
+            || first + n > self.rows()
+            || tiles.iter().any(|t| t.blocks != self.blocks)
+        {
+            return false;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let w = &self.data()[first / GROUP * self.group_bytes()..];
+            // SAFETY: `tiles_ready` holds only on CPUs with AMX-INT8 and AVX-512 F/BW/VL/VNNI
+            // (and AVX2, FMA, F16C) whose OS granted this process the tile registers; `w`
+            // holds `n / GROUP` groups of `blocks` blocks, every tile `blocks` blocks, and
+            // `outs` a row of `n` elements per token (checked above).
+            unsafe {
+                if self.ty == GgmlType::Q4_0 {
+                    x86::tile_groups::<true>(w, n / GROUP, self.blocks, tiles, outs);
+                } else {
+                    x86::tile_groups::<false>(w, n / GROUP, self.blocks, tiles, outs);
+                }
+            }
+            true
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+}
+
+/// Tokens per AMX tile (its rows).
+pub const TILE_TOKENS: usize = 16;
+
+/// Up to [`TILE_TOKENS`] Q8_0 activation rows laid out for the AMX kernels: block by block, the
+/// tokens' 32 codes one after another (one 16 × 32-byte tile per block, rows past the last token
+/// zero), with each block's scales and code sums beside them, token by token.
+#[derive(Clone, Debug)]
+// Only the x86-64 kernels read a tile; elsewhere `rows_dot_tiles` refuses before looking.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub struct ActTile {
+    tokens: usize,
+    blocks: usize,
+    codes: Vec<u8>,
+    scales: Vec<f32>,
+    sums: Vec<i32>,
+}
+
+impl ActTile {
+    /// The tile of `acts` (Q8_0 rows of at least `blocks` blocks) with their [`BlockSums`];
+    /// `None` for no tokens or more than [`TILE_TOKENS`], or when a row or its sums are short.
+    pub fn new(acts: &[&[u8]], sums: &[&BlockSums], blocks: usize) -> Option<ActTile> {
+        let tokens = acts.len();
+        if tokens == 0
+            || tokens > TILE_TOKENS
+            || sums.len() != tokens
+            || acts.iter().any(|a| a.len() < 34 * blocks)
+            || sums.iter().any(|s| s.blocks() < blocks)
+        {
+            return None;
+        }
+        let mut codes = vec![0u8; blocks * TILE_TOKENS * 32];
+        let mut scales = vec![0f32; blocks * TILE_TOKENS];
+        let mut block_sums = vec![0i32; blocks * TILE_TOKENS];
+        for (t, (a, s)) in acts.iter().zip(sums).enumerate() {
+            for (b, blk) in a.chunks_exact(34).take(blocks).enumerate() {
+                codes[(b * TILE_TOKENS + t) * 32..][..32].copy_from_slice(&blk[2..]);
+                scales[b * TILE_TOKENS + t] = s.scale(b);
+                block_sums[b * TILE_TOKENS + t] = s.sum(b);
+            }
+        }
+        Some(ActTile {
+            tokens,
+            blocks,
+            codes,
+            scales,
+            sums: block_sums,
+        })
+    }
+
+    /// How many tokens.
+    pub fn tokens(&self) -> usize {
+        self.tokens
+    }
+}
+
+/// Whether [`PackedRows::rows_dot_tiles`] runs here: an x86-64 Linux CPU with AMX-INT8 and
+/// AVX-512 VNNI, an OS that grants this process the tile registers, and `GGUFY_SIMD` allowing
+/// everything ([`Cap::Native`](crate::simd::Cap::Native)). Asked once per process.
+pub fn tiles_ready() -> bool {
+    static READY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *READY.get_or_init(|| {
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        {
+            crate::simd::cap() == crate::simd::Cap::Native
+                && crate::matvec::x86::has_avx512_vnni()
+                && x86::amx_int8_cpu()
+                && x86::request_tile_registers()
+        }
+        #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+        false
+    })
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use std::arch::asm;
     use std::arch::x86_64::*;
 
     use super::GROUP;
@@ -1418,6 +1530,229 @@ mod x86 {
                         _mm256_storeu_ps(o.as_mut_ptr().add(GROUP * g + 8 * h), *v);
                     }
                 }
+            }
+        }
+    }
+
+    /// Whether the CPU reports AMX-TILE and AMX-INT8 (CPUID leaf 7, EDX bits 24 and 25). The
+    /// OS must still grant the registers ([`request_tile_registers`]).
+    pub fn amx_int8_cpu() -> bool {
+        let max_leaf = __cpuid(0).eax;
+        max_leaf >= 7 && {
+            let edx = __cpuid_count(7, 0).edx;
+            edx & (1 << 24) != 0 && edx & (1 << 25) != 0
+        }
+    }
+
+    /// Asks Linux for this process's permission to use the AMX tile data registers (their
+    /// state is too large for the default signal frame, so the kernel hands them out on
+    /// request); true when granted.
+    #[cfg(target_os = "linux")]
+    pub fn request_tile_registers() -> bool {
+        const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+        const XFEATURE_XTILEDATA: libc::c_long = 18;
+        // SAFETY: `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)` takes two integers,
+        // touches no memory of ours and only widens what the process may execute; it fails
+        // (non-zero) where the kernel or CPU lacks AMX.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_arch_prctl,
+                ARCH_REQ_XCOMP_PERM,
+                XFEATURE_XTILEDATA,
+            )
+        };
+        rc == 0
+    }
+
+    /// Blocks per tile pass: their integer sums (one 16 × 16 i32 tile per block) stay in L1
+    /// for the float pass that follows.
+    const SPAN: usize = 16;
+
+    /// A 64-byte-aligned buffer (the tile configuration; the unpacked Q4_0 lines).
+    #[repr(C, align(64))]
+    struct Aligned<T>(T);
+
+    /// The integer block sums of `blocks` consecutive blocks: for block `i`, tile C (at
+    /// `c + 1024·i`, 16 i32 per token row) = A (`a + 512·i`: the tokens' 32 codes, 32 bytes a
+    /// row) times B (`b + 512·i`: 8 lines of 64 bytes, four unsigned weight codes of each of
+    /// the 16 rows per line — the layout `tdpbsud` consumes). Two blocks at a time on separate
+    /// tiles so that the second's multiply overlaps the first's store.
+    ///
+    /// # Safety
+    /// The CPU must have AMX-TILE and AMX-INT8 and the OS must have granted the tile data
+    /// registers; `cfg` must be a valid palette-1 configuration with tiles 0 and 3 `tokens` ×
+    /// 64 bytes, 1 and 4 `tokens` × 32 bytes, 2 and 5 8 × 64 bytes; `a`, `b` and `c` must
+    /// hold `blocks` blocks as above.
+    #[inline]
+    unsafe fn tile_sums(
+        cfg: &Aligned<[u8; 64]>,
+        a: *const u8,
+        b: *const u8,
+        c: *mut i32,
+        blocks: usize,
+    ) {
+        // Every tile register is loaded before it is read and the configuration is released
+        // at the end, so nothing of the tile state lives outside this one block.
+        // SAFETY: the caller guarantees the CPU, the permission, the configuration and the
+        // memory the loads and stores touch.
+        unsafe {
+            asm!(
+                "ldtilecfg [{cfg}]",
+                "test {pairs}, {pairs}",
+                "jz 3f",
+                "2:",
+                "tileloadd tmm1, [{a} + {s32}*1]",
+                "tileloadd tmm2, [{b} + {s64}*1]",
+                "tileloadd tmm4, [{a} + {s32}*1 + 512]",
+                "tileloadd tmm5, [{b} + {s64}*1 + 512]",
+                "tilezero tmm0",
+                "tilezero tmm3",
+                "tdpbsud tmm0, tmm1, tmm2",
+                "tdpbsud tmm3, tmm4, tmm5",
+                "tilestored [{c} + {s64}*1], tmm0",
+                "tilestored [{c} + {s64}*1 + 1024], tmm3",
+                "add {a}, 1024",
+                "add {b}, 1024",
+                "add {c}, 2048",
+                "dec {pairs}",
+                "jnz 2b",
+                "3:",
+                "test {odd}, {odd}",
+                "jz 4f",
+                "tileloadd tmm1, [{a} + {s32}*1]",
+                "tileloadd tmm2, [{b} + {s64}*1]",
+                "tilezero tmm0",
+                "tdpbsud tmm0, tmm1, tmm2",
+                "tilestored [{c} + {s64}*1], tmm0",
+                "4:",
+                "tilerelease",
+                cfg = in(reg) cfg.0.as_ptr(),
+                a = inout(reg) a => _,
+                b = inout(reg) b => _,
+                c = inout(reg) c => _,
+                pairs = inout(reg) blocks / 2 => _,
+                odd = in(reg) blocks % 2,
+                s32 = in(reg) 32usize,
+                s64 = in(reg) 64usize,
+                options(nostack),
+            );
+        }
+    }
+
+    /// The packed Q4_0 (`Q4`) or Q8_0 groups against tiles of tokens on AMX. Per group, Q4_0's
+    /// nibbles are first spread to one (still unsigned) code per byte for all blocks, once for
+    /// every tile; then per tile and span of blocks, [`tile_sums`] gives every block's integer
+    /// sums of all its tokens and rows, and per block and token the offset `k · Σy` is
+    /// subtracted and `sum = fma(isum, dw·dy, sum)` — exactly [`groups`]' integers and chain,
+    /// so the results are bit-identical to it.
+    ///
+    /// # Safety
+    /// As [`tile_sums`] for the CPU and OS, plus AVX-512 F/BW/VL, AVX2, FMA and F16C; `w` must
+    /// hold `groups` packed groups of `blocks` blocks, every tile `blocks` blocks, and `outs`
+    /// one row per token of the tiles in order, each of at least `16 · groups` elements.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    pub unsafe fn tile_groups<const Q4: bool>(
+        w: &[u8],
+        groups: usize,
+        blocks: usize,
+        tiles: &[super::ActTile],
+        outs: &mut [&mut [f32]],
+    ) {
+        const T: usize = super::TILE_TOKENS;
+        let k = if Q4 { 8 } else { 128 };
+        let code_bytes = if Q4 { 16 } else { 32 };
+        let group_bytes = GROUP * (code_bytes + 2) * blocks;
+        let configs: Vec<Aligned<[u8; 64]>> = tiles
+            .iter()
+            .map(|tile| {
+                let mut cfg = Aligned([0u8; 64]);
+                cfg.0[0] = 1;
+                let tokens = tile.tokens as u8;
+                for (t, rows, colsb) in [(0, tokens, 64u16), (1, tokens, 32), (2, 8, 64)] {
+                    for t in [t, t + 3] {
+                        cfg.0[16 + 2 * t..18 + 2 * t].copy_from_slice(&colsb.to_le_bytes());
+                        cfg.0[48 + t] = rows;
+                    }
+                }
+                cfg
+            })
+            .collect();
+        // One block's 8 lines of 64 bytes, aligned so that each line is a cache line.
+        let mut lines: Vec<Aligned<[u8; 512]>> = Vec::new();
+        if Q4 {
+            lines.resize_with(blocks, || Aligned([0; 512]));
+        }
+        let mut c = Aligned([0i32; SPAN * 256]);
+        let m4 = _mm512_set1_epi8(0x0F);
+        for g in 0..groups {
+            // SAFETY: group g is within `w` (the caller's contract).
+            let (sp, cp) = unsafe {
+                let base = w.as_ptr().add(g * group_bytes);
+                (base, base.add(2 * GROUP * blocks))
+            };
+            if Q4 {
+                // Line j's low nibbles are codes 4j..4j+4 of each row, its high ones 16 later:
+                // B's lines j and 4 + j.
+                for (b, dst) in lines.iter_mut().enumerate() {
+                    // SAFETY: block b's four code lines are in the group; `dst` is 512 bytes,
+                    // 64-aligned.
+                    unsafe {
+                        let src = cp.add(GROUP * code_bytes * b);
+                        let dst = dst.0.as_mut_ptr();
+                        for j in 0..4 {
+                            let v = _mm512_loadu_si512(src.add(64 * j).cast());
+                            let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
+                            _mm512_store_si512(dst.add(64 * j).cast(), _mm512_and_si512(v, m4));
+                            _mm512_store_si512(dst.add(64 * (4 + j)).cast(), hi);
+                        }
+                    }
+                }
+            }
+            let mut first_token = 0;
+            for (tile, cfg) in tiles.iter().zip(&configs) {
+                let mut acc = [_mm512_setzero_ps(); T];
+                for b0 in (0..blocks).step_by(SPAN) {
+                    let span = SPAN.min(blocks - b0);
+                    // SAFETY: blocks b0..b0 + span of the group's code lines (or of `lines`),
+                    // of the tile's codes, scales and sums, and of `c` (span ≤ SPAN) are in
+                    // bounds; the CPU and OS are as the caller guarantees.
+                    unsafe {
+                        let weights = if Q4 {
+                            lines.as_ptr().add(b0).cast::<u8>()
+                        } else {
+                            cp.add(GROUP * code_bytes * b0)
+                        };
+                        let a = tile.codes.as_ptr().add(b0 * T * 32);
+                        tile_sums(cfg, a, weights, c.0.as_mut_ptr(), span);
+                        for i in 0..span {
+                            let b = b0 + i;
+                            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(sp.add(32 * b).cast()));
+                            // The sixteen tokens' offsets k·Σy at once.
+                            let sums = _mm512_loadu_si512(tile.sums.as_ptr().add(b * T).cast());
+                            let mut offsets = Aligned([0i32; T]);
+                            _mm512_store_si512(
+                                offsets.0.as_mut_ptr().cast(),
+                                _mm512_mullo_epi32(sums, _mm512_set1_epi32(k)),
+                            );
+                            let scales = tile.scales.as_ptr().add(b * T);
+                            for (t, acc) in acc.iter_mut().enumerate() {
+                                let isum = c.0.as_ptr().add(256 * i + 16 * t);
+                                let isum = _mm512_load_si512(isum.cast());
+                                let i = _mm512_sub_epi32(isum, _mm512_set1_epi32(offsets.0[t]));
+                                let d = _mm512_mul_ps(dw, _mm512_set1_ps(*scales.add(t)));
+                                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), d, *acc);
+                            }
+                        }
+                    }
+                }
+                for (out, acc) in outs[first_token..first_token + tile.tokens]
+                    .iter_mut()
+                    .zip(acc)
+                {
+                    // SAFETY: every `outs[t]` has at least 16g + 16 elements.
+                    unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(GROUP * g), acc) };
+                }
+                first_token += tile.tokens;
             }
         }
     }

@@ -1,8 +1,8 @@
 //! SIMD paths chosen at run time. Each one produces exactly the scalar reference's bytes (tests
 //! check this on random and edge rows); `GGUFY_FORCE_SCALAR=1` (or `GGUFY_SIMD=scalar`) turns
-//! them all off for debugging, and `GGUFY_SIMD=avx2` (or `avxvnni`) keeps a CPU to what one
-//! without AVX-512 (or AVX-VNNI) runs, so that a report or a benchmark from such a machine can be
-//! reproduced on another.
+//! them all off for debugging, and `GGUFY_SIMD=avx2` (or `avxvnni`, `avx512`) keeps a CPU to what
+//! one without AVX-512 (or AVX-VNNI, AMX) runs, so that a report or a benchmark from such a
+//! machine can be reproduced on another.
 //!
 //! x86-64: F16C for f16 ↔ f32 rows, AVX2 (+FMA for the fused mode) for Q8_0, Q4_0, Q4_1, Q5_0,
 //! Q5_1 and Q6_K. AArch64: NEON for the same (tested under qemu). Everything else uses the scalar
@@ -32,18 +32,21 @@ pub enum Cap {
     Avx2,
     /// AVX2 and AVX-VNNI, no AVX-512, on x86-64; no effect elsewhere.
     AvxVnni,
+    /// Everything but AMX's tile registers (AVX-512 at most) on x86-64; no effect elsewhere.
+    Avx512,
     /// Whatever the CPU has.
     Native,
 }
 
 impl Cap {
-    /// The cap a `GGUFY_SIMD` value names (`scalar`, `avx2`, `avxvnni`, `native` or empty),
-    /// `None` for anything else, which the CLI refuses rather than guess.
+    /// The cap a `GGUFY_SIMD` value names (`scalar`, `avx2`, `avxvnni`, `avx512`, `native` or
+    /// empty), `None` for anything else, which the CLI refuses rather than guess.
     pub fn parse(value: &str) -> Option<Cap> {
         match value.trim().to_ascii_lowercase().as_str() {
             "scalar" => Some(Cap::Scalar),
             "avx2" => Some(Cap::Avx2),
             "avxvnni" | "avx-vnni" => Some(Cap::AvxVnni),
+            "avx512" | "avx-512" => Some(Cap::Avx512),
             "" | "native" => Some(Cap::Native),
             _ => None,
         }

@@ -1,13 +1,13 @@
 //! Packed Q4_0/Q8_0/Q4_1/Q4_K/Q5_K/Q6_K rows against the file-layout scalar references, bit for
 //! bit: quantized rows and hand-made blocks with every code byte and extreme scales, one to four activations,
-//! whole matrices and group-aligned slices of them.
+//! whole matrices and group-aligned slices of them; the AMX tile kernels (Q4_0, Q8_0) likewise.
 
 use ggufy_gguf::GgmlType;
 use ggufy_quant::dot::{
     ActQ8_0, ActQ8_1, ActQ8_K, ActivationFormat, BlockFormat, BlockQ4_1, BlockSums,
 };
 use ggufy_quant::matvec::{Kernel, MAX_TOKENS, q4_k_rows, q5_k_rows, q6_k_rows, q8_0_partner_rows};
-use ggufy_quant::packed::{GROUP, PackedRows};
+use ggufy_quant::packed::{ActTile, GROUP, PackedRows, TILE_TOKENS, tiles_ready};
 use ggufy_quant::{Rounding, quantize_row};
 use proptest::prelude::*;
 
@@ -161,6 +161,127 @@ proptest! {
             }
         })?;
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// The AMX tile kernels against the scalar reference, bit for bit: spans of blocks cut
+    /// anywhere (past 16, odd and even), one to three tiles of up to 16 tokens (a short last
+    /// one), every activation byte, quantized and arbitrary weights, group-aligned slices.
+    /// Where AMX does not run here, the call must refuse and leave the outputs alone.
+    #[test]
+    fn tile_rows_equal_the_reference(
+        (groups, blocks, tokens) in (1usize..4, 1usize..40, 1usize..=40),
+        seed in prop::option::of(any::<u64>()),
+        start_group in 0usize..3,
+        act_seed in any::<u64>(),
+    ) {
+        let (rows, cols) = (groups * GROUP, blocks * 32);
+        let mut s = act_seed | 1;
+        // Drawn here rather than by proptest: a few thousand values a case, not a vector of
+        // the largest shape.
+        let mut floats = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    match s % 64 {
+                        0 => 0.0,
+                        1 => 65504.0,
+                        2 => f32::from_bits((s >> 40) as u32 & 0x007f_ffff),
+                        _ => (s >> 40) as f32 / (1u64 << 24) as f32 * 8.0 - 4.0,
+                    }
+                })
+                .collect()
+        };
+        let w = floats(rows * cols);
+        let x = floats(tokens * cols);
+        let acts: Vec<Vec<u8>> = x
+            .chunks_exact(cols)
+            .take(tokens)
+            .map(|xt| {
+                let mut a = vec![0u8; blocks * 34];
+                ActQ8_0::quantize_row(xt, &mut a).unwrap();
+                // Every code byte in some blocks, -128 included.
+                for blk in a.chunks_exact_mut(34) {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    if s % 3 == 0 {
+                        for c in &mut blk[2..] {
+                            s ^= s << 13;
+                            s ^= s >> 7;
+                            s ^= s << 17;
+                            *c = if s % 5 == 0 { 0x80 } else { s as u8 };
+                        }
+                    }
+                }
+                a
+            })
+            .collect();
+        let sums: Vec<BlockSums> = acts.iter().map(|a| BlockSums::of_q8_0(a)).collect();
+        let tiles: Vec<ActTile> = acts
+            .chunks(TILE_TOKENS)
+            .zip(sums.chunks(TILE_TOKENS))
+            .map(|(a, s)| {
+                let a: Vec<&[u8]> = a.iter().map(Vec::as_slice).collect();
+                let s: Vec<&BlockSums> = s.iter().collect();
+                ActTile::new(&a, &s, blocks).unwrap()
+            })
+            .collect();
+        for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+            let wq = weights(ty, rows, cols, &w, seed);
+            let rb = wq.len() / rows;
+            let p = PackedRows::new(ty, &wq, rb, rows).unwrap();
+            let first = (start_group * GROUP).min(rows - GROUP);
+            let n = rows - first;
+            let mut outs = vec![vec![f32::NAN; n]; tokens];
+            let mut out_refs: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
+            let ran = p.rows_dot_tiles(first, &tiles, &mut out_refs);
+            prop_assert_eq!(ran, tiles_ready());
+            for (t, (a, got)) in acts.iter().zip(&outs).enumerate() {
+                let mut want = vec![f32::NAN; n];
+                if ran {
+                    let s = BlockSums::of_q8_0(a);
+                    q8_0_partner_rows(ty, &wq[first * rb..], rb, a, &s, &mut want, Kernel::Scalar);
+                }
+                prop_assert_eq!(bits(got), bits(&want), "{} token {}", ty, t);
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_tile_calls_are_refused() {
+    let wq = vec![0u8; 32 * 34];
+    let p = PackedRows::new(GgmlType::Q8_0, &wq, 34, 32).unwrap();
+    let act = vec![0u8; 34];
+    let sums = BlockSums::of_q8_0(&act);
+    let tile = ActTile::new(&[&act], &[&sums], 1).unwrap();
+    let mut out = vec![0f32; 16];
+    let one = std::slice::from_ref(&tile);
+    assert_eq!(p.rows_dot_tiles(0, one, &mut [&mut out]), tiles_ready());
+    // Not a group boundary, not whole groups, past the end, outputs and tokens that differ.
+    assert!(!p.rows_dot_tiles(3, one, &mut [&mut out]));
+    assert!(!p.rows_dot_tiles(0, one, &mut [&mut out[..8]]));
+    assert!(!p.rows_dot_tiles(32, one, &mut [&mut out]));
+    let mut two = vec![0f32; 16];
+    assert!(!p.rows_dot_tiles(0, one, &mut [&mut out, &mut two]));
+    // A tile of other rows, and one of another type's matrix.
+    let wide = ActTile::new(&[&[0u8; 68][..]], &[&BlockSums::of_q8_0(&[0u8; 68])], 2).unwrap();
+    assert!(!p.rows_dot_tiles(0, &[wide], &mut [&mut out]));
+    let q6 = PackedRows::new(GgmlType::Q6_K, &vec![0u8; 16 * 210], 210, 16).unwrap();
+    assert!(!q6.rows_dot_tiles(0, one, &mut [&mut vec![0f32; 16][..]]));
+    // No tokens, too many, short rows, short or missing sums.
+    let seventeen = vec![&act[..]; 17];
+    let sums17 = vec![&sums; 17];
+    assert!(ActTile::new(&[], &[], 1).is_none());
+    assert!(ActTile::new(&seventeen, &sums17, 1).is_none());
+    assert!(ActTile::new(&[&act], &[&sums], 2).is_none());
+    assert!(ActTile::new(&[&act], &[], 1).is_none());
+    assert!(ActTile::new(&[&act], &[&BlockSums::of_q8_0(&[])], 1).is_none());
 }
 
 #[test]

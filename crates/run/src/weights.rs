@@ -10,7 +10,7 @@ use ggufy_quant::dot::{
 use ggufy_quant::fp::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 use ggufy_quant::matvec::{self, Kernel};
 use ggufy_quant::nf4::{NF4_BLOCK, dequantize_nf4, dot_nf4};
-use ggufy_quant::packed::{PackedRows, PlainCopy};
+use ggufy_quant::packed::{self, ActTile, PackedRows, PlainCopy, TILE_TOKENS};
 use ggufy_quant::simd::{self, Level};
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -639,6 +639,7 @@ impl<'a> Matrix<'a> {
             .par_chunks_exact(self.cols)
             .map(|r| self.prepare(r))
             .collect();
+        let tiles = self.act_tiles(&acts, level);
         let chunk = MATMUL_ROWS;
         let n_chunks = self.rows.div_ceil(chunk);
         let parts: Vec<Vec<f32>> = (0..n_chunks)
@@ -647,9 +648,28 @@ impl<'a> Matrix<'a> {
                 let first = c * chunk;
                 let len = chunk.min(self.rows - first);
                 let mut part = vec![0f32; n * len];
-                for (acts, o) in acts
+                let mut done = 0;
+                if !tiles.is_empty()
+                    && let Some((p, m)) = self.packed_prefix(first, len)
+                {
+                    let tiled: usize = tiles.iter().map(ActTile::tokens).sum();
+                    let o = &mut part[..tiled * len];
+                    let mut heads: Vec<&mut [f32]> =
+                        o.chunks_exact_mut(len).map(|o| &mut o[..m]).collect();
+                    if p.rows_dot_tiles(first, &tiles, &mut heads) {
+                        if m < len {
+                            // The rows past the packed ones (fewer than a group).
+                            for (act, o) in acts.iter().zip(o.chunks_exact_mut(len)) {
+                                self.file_rows(first + m, act, &mut o[m..], scratch, level);
+                            }
+                        }
+                        done = tiled;
+                    }
+                }
+                // Tokens no tile took (all of them where there are no tiles).
+                for (acts, o) in acts[done..]
                     .chunks(matvec::MAX_TOKENS)
-                    .zip(part.chunks_mut(len * matvec::MAX_TOKENS))
+                    .zip(part[done * len..].chunks_mut(len * matvec::MAX_TOKENS))
                 {
                     if !self.rows_multi(first, acts, o, level) {
                         for (act, o) in acts.iter().zip(o.chunks_exact_mut(len)) {
@@ -667,6 +687,44 @@ impl<'a> Matrix<'a> {
                 out[t * self.rows + first..t * self.rows + first + len].copy_from_slice(p);
             }
         }
+    }
+
+    /// The batch's Q8_0 activations as AMX tiles of [`TILE_TOKENS`] tokens (the last one
+    /// shorter), when this matrix's packed rows run on tiles here; empty otherwise. A last tile
+    /// of fewer than [`matvec::MAX_TOKENS`] tokens is left to the vector kernels.
+    fn act_tiles(&self, acts: &[Activation], level: Level) -> Vec<ActTile> {
+        let packed_tiles = matches!(
+            self.copy.as_deref(),
+            Some(WeightCopy::Packed(p)) if matches!(p.ty(), GgmlType::Q4_0 | GgmlType::Q8_0)
+        );
+        if !packed_tiles
+            || Kernel::best(level) != Kernel::Avx512Vnni
+            || !packed::tiles_ready()
+            || acts.len() < matvec::MAX_TOKENS
+        {
+            return Vec::new();
+        }
+        let mut tiles = Vec::new();
+        for batch in acts.chunks(TILE_TOKENS) {
+            if batch.len() < matvec::MAX_TOKENS {
+                break;
+            }
+            let Some((a, s)): Option<(Vec<&[u8]>, Vec<&BlockSums>)> = batch
+                .iter()
+                .map(|a| match a {
+                    Activation::Q8_0(v, s) => Some((v.as_slice(), s)),
+                    _ => None,
+                })
+                .collect()
+            else {
+                break;
+            };
+            match ActTile::new(&a, &s, self.cols / 32) {
+                Some(t) => tiles.push(t),
+                None => break,
+            }
+        }
+        tiles
     }
 
     /// `outs[i] = mats[i] · x` for several matrices that read the same input (q, k and v; gate
@@ -843,8 +901,10 @@ mod tests {
 
     #[test]
     fn packed_matrices_give_the_same_bits() {
-        // 300 rows: 18 packed groups of 16 and 12 rows left in the file's layout.
-        let (rows, cols, tokens) = (300, 256, 6);
+        // 300 rows: 18 packed groups of 16 and 12 rows left in the file's layout. 22 tokens:
+        // where AMX runs, a whole tile and a short one (Q4_0, Q8_0); 18: a tile, then two
+        // tokens through the vector kernels.
+        let (rows, cols, tokens) = (300, 256, 22);
         let mut state = 7u64;
         let mut next = || {
             state ^= state << 13;
@@ -877,10 +937,12 @@ mod tests {
                 plain.matvec_with(&x[..cols], &mut a, level);
                 packed.matvec_with(&x[..cols], &mut b, level);
                 assert_eq!(bits(&a), bits(&b), "{ty} matvec {level:?}");
-                let (mut a, mut b) = (vec![0f32; rows * tokens], vec![0f32; rows * tokens]);
-                plain.matmul_with(&x, &mut a, level);
-                packed.matmul_with(&x, &mut b, level);
-                assert_eq!(bits(&a), bits(&b), "{ty} matmul {level:?}");
+                for n in [6, 18, tokens] {
+                    let (mut a, mut b) = (vec![0f32; rows * n], vec![0f32; rows * n]);
+                    plain.matmul_with(&x[..n * cols], &mut a, level);
+                    packed.matmul_with(&x[..n * cols], &mut b, level);
+                    assert_eq!(bits(&a), bits(&b), "{ty} matmul {level:?} of {n}");
+                }
             }
             let mut outs = [vec![0f32; rows], vec![0f32; rows]];
             let [o1, o2] = &mut outs;
