@@ -547,7 +547,8 @@ pub const TILE_TOKENS: usize = 16;
 
 /// Up to [`TILE_TOKENS`] Q8_0 activation rows laid out for the AMX kernels: block by block, the
 /// tokens' 32 codes one after another (one 16 × 32-byte tile per block, rows past the last token
-/// zero), with each block's scales and code sums beside them, token by token.
+/// zero), with each block's scales and the offsets the unsigned weight codes add beside them,
+/// token by token.
 #[derive(Clone, Debug)]
 // Only the x86-64 kernels read a tile; elsewhere `rows_dot_tiles` refuses before looking.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -556,7 +557,9 @@ pub struct ActTile {
     blocks: usize,
     codes: Vec<u8>,
     scales: Vec<f32>,
-    sums: Vec<i32>,
+    /// `8·Σy` (Q4_0, codes 0..16) and `128·Σy` (Q8_0, codes + 128) per block and token, in
+    /// memory so that the kernels broadcast them straight from it.
+    offsets: [Vec<i32>; 2],
 }
 
 impl ActTile {
@@ -574,12 +577,16 @@ impl ActTile {
         }
         let mut codes = vec![0u8; blocks * TILE_TOKENS * 32];
         let mut scales = vec![0f32; blocks * TILE_TOKENS];
-        let mut block_sums = vec![0i32; blocks * TILE_TOKENS];
+        let mut offsets = [
+            vec![0i32; blocks * TILE_TOKENS],
+            vec![0i32; blocks * TILE_TOKENS],
+        ];
         for (t, (a, s)) in acts.iter().zip(sums).enumerate() {
             for (b, blk) in a.chunks_exact(34).take(blocks).enumerate() {
                 codes[(b * TILE_TOKENS + t) * 32..][..32].copy_from_slice(&blk[2..]);
                 scales[b * TILE_TOKENS + t] = s.scale(b);
-                block_sums[b * TILE_TOKENS + t] = s.sum(b);
+                offsets[0][b * TILE_TOKENS + t] = 8 * s.sum(b);
+                offsets[1][b * TILE_TOKENS + t] = 128 * s.sum(b);
             }
         }
         Some(ActTile {
@@ -587,7 +594,7 @@ impl ActTile {
             blocks,
             codes,
             scales,
-            sums: block_sums,
+            offsets,
         })
     }
 
@@ -1659,7 +1666,6 @@ mod x86 {
         outs: &mut [&mut [f32]],
     ) {
         const T: usize = super::TILE_TOKENS;
-        let k = if Q4 { 8 } else { 128 };
         let code_bytes = if Q4 { 16 } else { 32 };
         let group_bytes = GROUP * (code_bytes + 2) * blocks;
         let configs: Vec<Aligned<[u8; 64]>> = tiles
@@ -1727,18 +1733,12 @@ mod x86 {
                         for i in 0..span {
                             let b = b0 + i;
                             let dw = _mm512_cvtph_ps(_mm256_loadu_si256(sp.add(32 * b).cast()));
-                            // The sixteen tokens' offsets k·Σy at once.
-                            let sums = _mm512_loadu_si512(tile.sums.as_ptr().add(b * T).cast());
-                            let mut offsets = Aligned([0i32; T]);
-                            _mm512_store_si512(
-                                offsets.0.as_mut_ptr().cast(),
-                                _mm512_mullo_epi32(sums, _mm512_set1_epi32(k)),
-                            );
+                            let offsets = tile.offsets[usize::from(!Q4)].as_ptr().add(b * T);
                             let scales = tile.scales.as_ptr().add(b * T);
                             for (t, acc) in acc.iter_mut().enumerate() {
                                 let isum = c.0.as_ptr().add(256 * i + 16 * t);
                                 let isum = _mm512_load_si512(isum.cast());
-                                let i = _mm512_sub_epi32(isum, _mm512_set1_epi32(offsets.0[t]));
+                                let i = _mm512_sub_epi32(isum, _mm512_set1_epi32(*offsets.add(t)));
                                 let d = _mm512_mul_ps(dw, _mm512_set1_ps(*scales.add(t)));
                                 *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), d, *acc);
                             }
