@@ -11,6 +11,44 @@ use ggufy_quant::packed::{ActTile, GROUP, PackedRows, TILE_TOKENS, tiles_ready};
 use ggufy_quant::{Rounding, quantize_row};
 use proptest::prelude::*;
 
+/// One xorshift step: the tests' cheap stream of arbitrary bytes.
+fn next(s: &mut u64) -> u64 {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    *s
+}
+
+/// Arbitrary Q8_0 codes, -128 a fifth of the time (a NaN quantizes to it): the kernels'
+/// integer sums must stay exact for every byte.
+fn arbitrary_codes(codes: &mut [u8], s: &mut u64) {
+    for c in codes {
+        let r = next(s);
+        *c = if r.is_multiple_of(5) { 0x80 } else { r as u8 };
+    }
+}
+
+/// `tokens` rows of `x` (`blocks` blocks each) quantized to Q8_0, each block's 32 codes then
+/// handed to `codes`, which may overwrite them.
+fn q8_0_acts(
+    x: &[f32],
+    blocks: usize,
+    tokens: usize,
+    mut codes: impl FnMut(&mut [u8]),
+) -> Vec<Vec<u8>> {
+    x.chunks_exact(blocks * 32)
+        .take(tokens)
+        .map(|xt| {
+            let mut a = vec![0u8; blocks * 34];
+            ActQ8_0::quantize_row(xt, &mut a).unwrap();
+            for blk in a.chunks_exact_mut(34) {
+                codes(&mut blk[2..]);
+            }
+            a
+        })
+        .collect()
+}
+
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
@@ -41,9 +79,7 @@ fn weights(ty: GgmlType, rows: usize, cols: usize, w: &[f32], seed: Option<u64>)
             let block = row_bytes / (cols / 32);
             for blk in out.chunks_exact_mut(block) {
                 for b in blk.iter_mut() {
-                    s ^= s << 13;
-                    s ^= s >> 7;
-                    s ^= s << 17;
+                    next(&mut s);
                     *b = s as u8;
                 }
                 let d = half::f16::from_f32((s % 4000) as f32 / 50.0 - 40.0);
@@ -109,28 +145,13 @@ proptest! {
         act_seed in prop::option::of(any::<u64>()),
     ) {
         let cols = blocks * 32;
-        let acts: Vec<Vec<u8>> = x
-            .chunks_exact(cols)
-            .take(tokens)
-            .map(|xt| {
-                let mut a = vec![0u8; blocks * 34];
-                ActQ8_0::quantize_row(xt, &mut a).unwrap();
-                // Arbitrary codes too, -128 included (a NaN quantizes to it): the kernels'
-                // integer sums must stay exact for every byte.
-                if let Some(seed) = act_seed {
-                    let mut s = seed | 1;
-                    for blk in a.chunks_exact_mut(34) {
-                        for c in &mut blk[2..] {
-                            s ^= s << 13;
-                            s ^= s >> 7;
-                            s ^= s << 17;
-                            *c = if s % 5 == 0 { 0x80 } else { s as u8 };
-                        }
-                    }
-                }
-                a
-            })
-            .collect();
+        // Arbitrary codes too (every block of every token, when drawn).
+        let mut s = act_seed.map(|seed| seed | 1);
+        let acts = q8_0_acts(&x, blocks, tokens, |codes| {
+            if let Some(s) = s.as_mut() {
+                arbitrary_codes(codes, s);
+            }
+        });
         for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
             let wq = weights(ty, rows, cols, &w, seed);
             check_packed(ty, &wq, rows, &acts, start_group, |w, rb, a, out| {
@@ -184,9 +205,7 @@ proptest! {
         let mut floats = |n: usize| -> Vec<f32> {
             (0..n)
                 .map(|_| {
-                    s ^= s << 13;
-                    s ^= s >> 7;
-                    s ^= s << 17;
+                    next(&mut s);
                     match s % 64 {
                         0 => 0.0,
                         1 => 65504.0,
@@ -198,29 +217,12 @@ proptest! {
         };
         let w = floats(rows * cols);
         let x = floats(tokens * cols);
-        let acts: Vec<Vec<u8>> = x
-            .chunks_exact(cols)
-            .take(tokens)
-            .map(|xt| {
-                let mut a = vec![0u8; blocks * 34];
-                ActQ8_0::quantize_row(xt, &mut a).unwrap();
-                // Every code byte in some blocks, -128 included.
-                for blk in a.chunks_exact_mut(34) {
-                    s ^= s << 13;
-                    s ^= s >> 7;
-                    s ^= s << 17;
-                    if s % 3 == 0 {
-                        for c in &mut blk[2..] {
-                            s ^= s << 13;
-                            s ^= s >> 7;
-                            s ^= s << 17;
-                            *c = if s % 5 == 0 { 0x80 } else { s as u8 };
-                        }
-                    }
-                }
-                a
-            })
-            .collect();
+        // Every code byte in some blocks, -128 included.
+        let acts = q8_0_acts(&x, blocks, tokens, |codes| {
+            if next(&mut s).is_multiple_of(3) {
+                arbitrary_codes(codes, &mut s);
+            }
+        });
         let sums: Vec<BlockSums> = acts.iter().map(|a| BlockSums::of_q8_0(a)).collect();
         let tiles: Vec<ActTile> = acts
             .chunks(TILE_TOKENS)
@@ -346,9 +348,7 @@ proptest! {
                     let mut s = seed | 1;
                     for blk in wq.chunks_exact_mut(block) {
                         for b in blk.iter_mut() {
-                            s ^= s << 13;
-                            s ^= s >> 7;
-                            s ^= s << 17;
+                            next(&mut s);
                             *b = s as u8;
                         }
                         let d = |v: u64| half::f16::from_f32((v % 4000) as f32 / 50.0 - 40.0);
