@@ -504,7 +504,7 @@ impl PackedRows {
     }
 
     /// `outs[t][i]` = packed row `first + i` · token `t` of `tiles` (their tokens in order), for
-    /// Q4_0 and Q8_0 rows on AMX tiles ([`tiles_ready`]); each equals [`PackedRows::rows_dot`]'s
+    /// Q4_0 and Q8_0 rows ([`ActTile::new`]) and Q4_K rows ([`ActTile::from_q8_k`]) on AMX tiles ([`tiles_ready`]); each equals [`PackedRows::rows_dot`]'s
     /// result (the same integer block sums, the same multiply-add chain). False (and `outs`
     /// untouched) when the tiles do not run here, for other types, when `first` is not a group
     /// boundary, the rows are not whole groups within range, or the tiles or `outs` do not fit.
@@ -513,11 +513,18 @@ impl PackedRows {
         if outs.len() != tiles.iter().map(|t| t.tokens).sum::<usize>()
             || outs.iter().any(|o| o.len() != n)
             || !tiles_ready()
-            || !matches!(self.ty, GgmlType::Q4_0 | GgmlType::Q8_0)
+            || !matches!(self.ty, GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q4_K)
             || !first.is_multiple_of(GROUP)
             || !n.is_multiple_of(GROUP)
             || first + n > self.rows()
-            || tiles.iter().any(|t| t.blocks != self.blocks)
+        {
+            return false;
+        }
+        let q4_k = self.ty == GgmlType::Q4_K;
+        let parts = if q4_k { 8 } else { 1 };
+        if tiles
+            .iter()
+            .any(|t| t.q8_k != q4_k || t.blocks != parts * self.blocks)
         {
             return false;
         }
@@ -529,10 +536,12 @@ impl PackedRows {
             // holds `n / GROUP` groups of `blocks` blocks, every tile `blocks` blocks, and
             // `outs` a row of `n` elements per token (checked above).
             unsafe {
-                if self.ty == GgmlType::Q4_0 {
-                    x86::tile_groups::<true>(w, n / GROUP, self.blocks, tiles, outs);
-                } else {
-                    x86::tile_groups::<false>(w, n / GROUP, self.blocks, tiles, outs);
+                match self.ty {
+                    GgmlType::Q4_K => x86::tile_q4_k_groups(w, n / GROUP, self.blocks, tiles, outs),
+                    GgmlType::Q4_0 => {
+                        x86::tile_groups::<true>(w, n / GROUP, self.blocks, tiles, outs)
+                    }
+                    _ => x86::tile_groups::<false>(w, n / GROUP, self.blocks, tiles, outs),
                 }
             }
             true
@@ -558,8 +567,14 @@ pub struct ActTile {
     codes: Vec<u8>,
     scales: Vec<f32>,
     /// `8·Σy` (Q4_0, codes 0..16) and `128·Σy` (Q8_0, codes + 128) per block and token, in
-    /// memory so that the kernels broadcast them straight from it.
+    /// memory so that the kernels broadcast them straight from it (Q8_0 tiles).
     offsets: [Vec<i32>; 2],
+    /// Q8_K tiles: per superblock and token, its eight pairs of 16-code sums as the i32s
+    /// `vpdpwssd` takes (empty for Q8_0 tiles).
+    pair_sums: Vec<i32>,
+    /// Whether the codes come from Q8_K superblocks (`blocks` counts their 32-code parts, and
+    /// `scales` holds one per superblock).
+    q8_k: bool,
 }
 
 impl ActTile {
@@ -595,6 +610,42 @@ impl ActTile {
             codes,
             scales,
             offsets,
+            pair_sums: Vec::new(),
+            q8_k: false,
+        })
+    }
+
+    /// The tile of `acts`, Q8_K rows of at least `superblocks` superblocks (for Q4_K weights);
+    /// `None` for no tokens or more than [`TILE_TOKENS`], or when a row is short.
+    pub fn from_q8_k(acts: &[&[u8]], superblocks: usize) -> Option<ActTile> {
+        let tokens = acts.len();
+        if tokens == 0 || tokens > TILE_TOKENS || acts.iter().any(|a| a.len() < 292 * superblocks) {
+            return None;
+        }
+        let blocks = 8 * superblocks;
+        let mut codes = vec![0u8; blocks * TILE_TOKENS * 32];
+        let mut scales = vec![0f32; superblocks * TILE_TOKENS];
+        let mut pair_sums = vec![0i32; superblocks * TILE_TOKENS * 8];
+        for (t, a) in acts.iter().enumerate() {
+            for (s, sb) in a.chunks_exact(292).take(superblocks).enumerate() {
+                for (k, part) in sb[4..260].chunks_exact(32).enumerate() {
+                    codes[((8 * s + k) * TILE_TOKENS + t) * 32..][..32].copy_from_slice(part);
+                }
+                scales[s * TILE_TOKENS + t] = f32::from_le_bytes([sb[0], sb[1], sb[2], sb[3]]);
+                for (j, pair) in sb[260..292].chunks_exact(4).enumerate() {
+                    pair_sums[(s * TILE_TOKENS + t) * 8 + j] =
+                        i32::from_le_bytes([pair[0], pair[1], pair[2], pair[3]]);
+                }
+            }
+        }
+        Some(ActTile {
+            tokens,
+            blocks,
+            codes,
+            scales,
+            offsets: [Vec::new(), Vec::new()],
+            pair_sums,
+            q8_k: true,
         })
     }
 
@@ -1646,6 +1697,128 @@ mod x86 {
         }
     }
 
+    /// The configuration [`tile_sums`] wants for `tile`'s tokens.
+    fn tile_config(tile: &super::ActTile) -> Aligned<[u8; 64]> {
+        let mut cfg = Aligned([0u8; 64]);
+        cfg.0[0] = 1;
+        let tokens = tile.tokens as u8;
+        for (t, rows, colsb) in [(0, tokens, 64u16), (1, tokens, 32), (2, 8, 64)] {
+            for t in [t, t + 3] {
+                cfg.0[16 + 2 * t..18 + 2 * t].copy_from_slice(&colsb.to_le_bytes());
+                cfg.0[48 + t] = rows;
+            }
+        }
+        cfg
+    }
+
+    /// Packed Q4_K groups against tiles of Q8_K tokens on AMX. Per group, every superblock's
+    /// 32 code lines are first spread into its eight sub-blocks' B tiles (low nibbles: the
+    /// even sub-block, high: the odd one); per tile, [`tile_sums`] gives each sub-block's
+    /// integer sums, which are multiplied by the rows' 6-bit scales and added, the minimums
+    /// meet the activation's pair sums with `vpdpwssd`, and each row's
+    /// `sum += (d·dy)·isum; sum -= (dmin·dy)·msum` — [`k_groups`]' integers (exact, so in any
+    /// order) and float chain: the results are bit-identical to it.
+    ///
+    /// # Safety
+    /// As [`tile_sums`] for the CPU and OS, plus AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C; `w`
+    /// must hold `groups` packed Q4_K groups of `blocks` superblocks, every tile `8 · blocks`
+    /// Q8_K parts, and `outs` one row per token of the tiles in order, each of at least
+    /// `16 · groups` elements.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub unsafe fn tile_q4_k_groups(
+        w: &[u8],
+        groups: usize,
+        blocks: usize,
+        tiles: &[super::ActTile],
+        outs: &mut [&mut [f32]],
+    ) {
+        const T: usize = super::TILE_TOKENS;
+        // Superblocks per tile pass: their 16 sub-blocks' sums fill `c`.
+        const SUPER_SPAN: usize = SPAN / 8;
+        let block_bytes = GROUP * super::Q4_K_BYTES;
+        let configs: Vec<Aligned<[u8; 64]>> = tiles.iter().map(tile_config).collect();
+        let mut lines: Vec<Aligned<[u8; 512]>> = Vec::new();
+        lines.resize_with(8 * blocks, || Aligned([0; 512]));
+        let mut c = Aligned([0i32; SPAN * 256]);
+        let m4 = _mm512_set1_epi8(0x0F);
+        for g in 0..groups {
+            for s in 0..blocks {
+                // SAFETY: superblock s of group g is within `w` (its 32 code lines from byte
+                // 256); sub-blocks 8s..8s + 8 of `lines` exist and are 64-aligned.
+                unsafe {
+                    let base = w.as_ptr().add((g * blocks + s) * block_bytes);
+                    for p in 0..4 {
+                        for j in 0..8 {
+                            let v = _mm512_loadu_si512(base.add(256 + 64 * (8 * p + j)).cast());
+                            let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
+                            let even = lines[8 * s + 2 * p].0.as_mut_ptr().add(64 * j);
+                            _mm512_store_si512(even.cast(), _mm512_and_si512(v, m4));
+                            let odd = lines[8 * s + 2 * p + 1].0.as_mut_ptr().add(64 * j);
+                            _mm512_store_si512(odd.cast(), hi);
+                        }
+                    }
+                }
+            }
+            let mut first_token = 0;
+            for (tile, cfg) in tiles.iter().zip(&configs) {
+                let mut acc = [_mm512_setzero_ps(); T];
+                for s0 in (0..blocks).step_by(SUPER_SPAN) {
+                    let span = SUPER_SPAN.min(blocks - s0);
+                    // SAFETY: superblocks s0..s0 + span of the group, of `lines` and of the
+                    // tile (8 parts each), and their sums in `c` (8·span ≤ SPAN), are in
+                    // bounds; the CPU and OS are as the caller guarantees.
+                    unsafe {
+                        let a = tile.codes.as_ptr().add(8 * s0 * T * 32);
+                        let b = lines.as_ptr().add(8 * s0).cast::<u8>();
+                        tile_sums(cfg, a, b, c.0.as_mut_ptr(), 8 * span);
+                        for si in 0..span {
+                            let s = s0 + si;
+                            let base = w.as_ptr().add((g * blocks + s) * block_bytes);
+                            let sl = [1, 2, 3].map(|i| _mm512_loadu_si512(base.add(64 * i).cast()));
+                            let scales: [__m512i; 8] =
+                                std::array::from_fn(|k| k_scale_512::<false>(&sl, k));
+                            let mins: [__m512i; 8] = std::array::from_fn(|j| {
+                                let m = k_scale_512::<true>(&sl, j);
+                                _mm512_or_si512(m, _mm512_slli_epi32::<16>(m))
+                            });
+                            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(base.cast()));
+                            let mw = _mm512_cvtph_ps(_mm256_loadu_si256(base.add(32).cast()));
+                            for (t, acc) in acc.iter_mut().enumerate() {
+                                let mut isum = _mm512_setzero_si512();
+                                for (k, scale) in scales.iter().enumerate() {
+                                    let part = c.0.as_ptr().add(256 * (8 * si + k) + 16 * t);
+                                    let part = _mm512_load_si512(part.cast());
+                                    isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(part, *scale));
+                                }
+                                let pairs = tile.pair_sums.as_ptr().add((s * T + t) * 8);
+                                let mut msum = _mm512_setzero_si512();
+                                for (j, m) in mins.iter().enumerate() {
+                                    let bs = _mm512_set1_epi32(*pairs.add(j));
+                                    msum = _mm512_dpwssd_epi32(msum, *m, bs);
+                                }
+                                let dy = _mm512_set1_ps(*tile.scales.as_ptr().add(s * T + t));
+                                let d = _mm512_mul_ps(dw, dy);
+                                *acc =
+                                    _mm512_add_ps(*acc, _mm512_mul_ps(d, _mm512_cvtepi32_ps(isum)));
+                                let m = _mm512_mul_ps(mw, dy);
+                                *acc =
+                                    _mm512_sub_ps(*acc, _mm512_mul_ps(m, _mm512_cvtepi32_ps(msum)));
+                            }
+                        }
+                    }
+                }
+                for (out, acc) in outs[first_token..first_token + tile.tokens]
+                    .iter_mut()
+                    .zip(acc)
+                {
+                    // SAFETY: every `outs[t]` has at least 16g + 16 elements.
+                    unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(GROUP * g), acc) };
+                }
+                first_token += tile.tokens;
+            }
+        }
+    }
+
     /// The packed Q4_0 (`Q4`) or Q8_0 groups against tiles of tokens on AMX. Per group, Q4_0's
     /// nibbles are first spread to one (still unsigned) code per byte for all blocks, once for
     /// every tile; then per tile and span of blocks, [`tile_sums`] gives every block's integer
@@ -1668,21 +1841,7 @@ mod x86 {
         const T: usize = super::TILE_TOKENS;
         let code_bytes = if Q4 { 16 } else { 32 };
         let group_bytes = GROUP * (code_bytes + 2) * blocks;
-        let configs: Vec<Aligned<[u8; 64]>> = tiles
-            .iter()
-            .map(|tile| {
-                let mut cfg = Aligned([0u8; 64]);
-                cfg.0[0] = 1;
-                let tokens = tile.tokens as u8;
-                for (t, rows, colsb) in [(0, tokens, 64u16), (1, tokens, 32), (2, 8, 64)] {
-                    for t in [t, t + 3] {
-                        cfg.0[16 + 2 * t..18 + 2 * t].copy_from_slice(&colsb.to_le_bytes());
-                        cfg.0[48 + t] = rows;
-                    }
-                }
-                cfg
-            })
-            .collect();
+        let configs: Vec<Aligned<[u8; 64]>> = tiles.iter().map(tile_config).collect();
         // One block's 8 lines of 64 bytes, aligned so that each line is a cache line.
         let mut lines: Vec<Aligned<[u8; 512]>> = Vec::new();
         if Q4 {

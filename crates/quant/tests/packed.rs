@@ -255,6 +255,82 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+
+    /// Q4_K rows on AMX tiles against the scalar reference, bit for bit: arbitrary superblocks
+    /// (every 6-bit scale and minimum), one to three superblocks (passes of two and a last
+    /// odd one), one to three tiles of Q8_K tokens with arbitrary codes in some parts.
+    #[test]
+    fn q4_k_tile_rows_equal_the_reference(
+        (groups, blocks, tokens) in (1usize..4, 1usize..4, 1usize..=40),
+        start_group in 0usize..3,
+        seed in any::<u64>(),
+    ) {
+        let (rows, cols) = (groups * GROUP, blocks * 256);
+        let mut s = seed | 1;
+        let x: Vec<f32> = (0..tokens * cols)
+            .map(|_| (next(&mut s) >> 40) as f32 / (1u64 << 24) as f32 * 8.0 - 4.0)
+            .collect();
+        let acts: Vec<Vec<u8>> = x
+            .chunks_exact(cols)
+            .map(|xt| {
+                let mut a = vec![0u8; blocks * 292];
+                ActQ8_K::quantize_row(xt, &mut a).unwrap();
+                for sb in a.chunks_exact_mut(292) {
+                    for part in sb[4..260].chunks_exact_mut(32) {
+                        if next(&mut s).is_multiple_of(4) {
+                            arbitrary_codes(part, &mut s);
+                        }
+                    }
+                }
+                a
+            })
+            .collect();
+        let mut wq = vec![0u8; rows * blocks * 144];
+        for blk in wq.chunks_exact_mut(144) {
+            for b in blk.iter_mut() {
+                *b = next(&mut s) as u8;
+            }
+            let d = |v: u64| half::f16::from_f32((v % 4000) as f32 / 50.0 - 40.0);
+            let (d, dmin) = (d(s).to_le_bytes(), d(s >> 20).to_le_bytes());
+            blk[..4].copy_from_slice(&[d[0], d[1], dmin[0], dmin[1]]);
+        }
+        let rb = blocks * 144;
+        let p = PackedRows::new(GgmlType::Q4_K, &wq, rb, rows).unwrap();
+        let tiles: Vec<ActTile> = acts
+            .chunks(TILE_TOKENS)
+            .map(|a| {
+                let a: Vec<&[u8]> = a.iter().map(Vec::as_slice).collect();
+                ActTile::from_q8_k(&a, blocks).unwrap()
+            })
+            .collect();
+        let first = (start_group * GROUP).min(rows - GROUP);
+        let n = rows - first;
+        let mut outs = vec![vec![f32::NAN; n]; tokens];
+        let mut out_refs: Vec<&mut [f32]> = outs.iter_mut().map(Vec::as_mut_slice).collect();
+        let ran = p.rows_dot_tiles(first, &tiles, &mut out_refs);
+        prop_assert_eq!(ran, tiles_ready());
+        for (t, (a, got)) in acts.iter().zip(&outs).enumerate() {
+            let mut want = vec![f32::NAN; n];
+            if ran {
+                q4_k_rows(&wq[first * rb..], rb, a, &mut want, Kernel::Scalar);
+            }
+            prop_assert_eq!(bits(got), bits(&want), "token {}", t);
+        }
+        // Q8_0 tiles do not fit Q4_K rows, nor Q8_K tiles Q8_0 rows.
+        let q8 = vec![0u8; 34 * 8 * blocks];
+        let q8_tile = ActTile::new(&[&q8], &[&BlockSums::of_q8_0(&q8)], 8 * blocks).unwrap();
+        let mut one = vec![0f32; n];
+        prop_assert!(!p.rows_dot_tiles(first, &[q8_tile], &mut [&mut one]));
+        let rb8 = 34 * 8 * blocks;
+        let q8_0 = PackedRows::new(GgmlType::Q8_0, &vec![0u8; 16 * rb8], rb8, 16).unwrap();
+        let mut some: Vec<Vec<f32>> = vec![vec![0f32; 16]; tiles[0].tokens()];
+        let mut some_refs: Vec<&mut [f32]> = some.iter_mut().map(Vec::as_mut_slice).collect();
+        prop_assert!(!q8_0.rows_dot_tiles(0, &tiles[..1], &mut some_refs));
+    }
+}
+
 #[test]
 fn bad_tile_calls_are_refused() {
     let wq = vec![0u8; 32 * 34];

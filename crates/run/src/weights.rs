@@ -689,15 +689,16 @@ impl<'a> Matrix<'a> {
         }
     }
 
-    /// The batch's Q8_0 activations as AMX tiles of [`TILE_TOKENS`] tokens (the last one
-    /// shorter), when this matrix's packed rows run on tiles here; empty otherwise. A last tile
-    /// of fewer than [`matvec::MAX_TOKENS`] tokens is left to the vector kernels.
+    /// The batch's activations (Q8_0; Q8_K for Q4_K) as AMX tiles of [`TILE_TOKENS`] tokens
+    /// (the last one shorter), when this matrix's packed rows run on tiles here; empty
+    /// otherwise. A last tile of fewer than [`matvec::MAX_TOKENS`] tokens is left to the vector
+    /// kernels.
     fn act_tiles(&self, acts: &[Activation], level: Level) -> Vec<ActTile> {
-        let packed_tiles = matches!(
-            self.copy.as_deref(),
-            Some(WeightCopy::Packed(p)) if matches!(p.ty(), GgmlType::Q4_0 | GgmlType::Q8_0)
-        );
-        if !packed_tiles
+        let ty = match self.copy.as_deref() {
+            Some(WeightCopy::Packed(p)) => p.ty(),
+            _ => return Vec::new(),
+        };
+        if !matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q4_K)
             || Kernel::best(level) != Kernel::Avx512Vnni
             || !packed::tiles_ready()
             || acts.len() < matvec::MAX_TOKENS
@@ -709,17 +710,26 @@ impl<'a> Matrix<'a> {
             if batch.len() < matvec::MAX_TOKENS {
                 break;
             }
-            let Some((a, s)): Option<(Vec<&[u8]>, Vec<&BlockSums>)> = batch
-                .iter()
-                .map(|a| match a {
-                    Activation::Q8_0(v, s) => Some((v.as_slice(), s)),
-                    _ => None,
-                })
-                .collect()
-            else {
-                break;
+            let tile = if ty == GgmlType::Q4_K {
+                let a: Option<Vec<&[u8]>> = batch
+                    .iter()
+                    .map(|a| match a {
+                        Activation::Q8K(v) => Some(v.as_slice()),
+                        _ => None,
+                    })
+                    .collect();
+                a.and_then(|a| ActTile::from_q8_k(&a, self.cols / 256))
+            } else {
+                let a: Option<(Vec<&[u8]>, Vec<&BlockSums>)> = batch
+                    .iter()
+                    .map(|a| match a {
+                        Activation::Q8_0(v, s) => Some((v.as_slice(), s)),
+                        _ => None,
+                    })
+                    .collect();
+                a.and_then(|(a, s)| ActTile::new(&a, &s, self.cols / 32))
             };
-            match ActTile::new(&a, &s, self.cols / 32) {
+            match tile {
                 Some(t) => tiles.push(t),
                 None => break,
             }
