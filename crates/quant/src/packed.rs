@@ -504,7 +504,8 @@ impl PackedRows {
     }
 
     /// `outs[t][i]` = packed row `first + i` · token `t` of `tiles` (their tokens in order), for
-    /// Q4_0 and Q8_0 rows ([`ActTile::new`]) and Q4_K rows ([`ActTile::from_q8_k`]) on AMX tiles ([`tiles_ready`]); each equals [`PackedRows::rows_dot`]'s
+    /// Q4_0 and Q8_0 rows ([`ActTile::new`]) and Q4_K and Q5_K rows ([`ActTile::from_q8_k`]) on
+    /// AMX tiles ([`tiles_ready`]); each equals [`PackedRows::rows_dot`]'s
     /// result (the same integer block sums, the same multiply-add chain). False (and `outs`
     /// untouched) when the tiles do not run here, for other types, when `first` is not a group
     /// boundary, the rows are not whole groups within range, or the tiles or `outs` do not fit.
@@ -513,18 +514,21 @@ impl PackedRows {
         if outs.len() != tiles.iter().map(|t| t.tokens).sum::<usize>()
             || outs.iter().any(|o| o.len() != n)
             || !tiles_ready()
-            || !matches!(self.ty, GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q4_K)
+            || !matches!(
+                self.ty,
+                GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q4_K | GgmlType::Q5_K
+            )
             || !first.is_multiple_of(GROUP)
             || !n.is_multiple_of(GROUP)
             || first + n > self.rows()
         {
             return false;
         }
-        let q4_k = self.ty == GgmlType::Q4_K;
-        let parts = if q4_k { 8 } else { 1 };
+        let k_quant = matches!(self.ty, GgmlType::Q4_K | GgmlType::Q5_K);
+        let parts = if k_quant { 8 } else { 1 };
         if tiles
             .iter()
-            .any(|t| t.q8_k != q4_k || t.blocks != parts * self.blocks)
+            .any(|t| t.q8_k != k_quant || t.blocks != parts * self.blocks)
         {
             return false;
         }
@@ -537,7 +541,12 @@ impl PackedRows {
             // `outs` a row of `n` elements per token (checked above).
             unsafe {
                 match self.ty {
-                    GgmlType::Q4_K => x86::tile_q4_k_groups(w, n / GROUP, self.blocks, tiles, outs),
+                    GgmlType::Q4_K => {
+                        x86::tile_k_groups::<false>(w, n / GROUP, self.blocks, tiles, outs)
+                    }
+                    GgmlType::Q5_K => {
+                        x86::tile_k_groups::<true>(w, n / GROUP, self.blocks, tiles, outs)
+                    }
                     GgmlType::Q4_0 => {
                         x86::tile_groups::<true>(w, n / GROUP, self.blocks, tiles, outs)
                     }
@@ -615,7 +624,8 @@ impl ActTile {
         })
     }
 
-    /// The tile of `acts`, Q8_K rows of at least `superblocks` superblocks (for Q4_K weights);
+    /// The tile of `acts`, Q8_K rows of at least `superblocks` superblocks (for Q4_K and Q5_K
+    /// weights);
     /// `None` for no tokens or more than [`TILE_TOKENS`], or when a row is short.
     pub fn from_q8_k(acts: &[&[u8]], superblocks: usize) -> Option<ActTile> {
         let tokens = acts.len();
@@ -1711,9 +1721,10 @@ mod x86 {
         cfg
     }
 
-    /// Packed Q4_K groups against tiles of Q8_K tokens on AMX. Per group, every superblock's
-    /// 32 code lines are first spread into its eight sub-blocks' B tiles (low nibbles: the
-    /// even sub-block, high: the odd one); per tile, [`tile_sums`] gives each sub-block's
+    /// Packed Q4_K (or, `Q5`, Q5_K) groups against tiles of Q8_K tokens on AMX. Per group,
+    /// every superblock's 32 code lines are first spread into its eight sub-blocks' B tiles
+    /// (low nibbles: the even sub-block, high: the odd one; Q5_K's fifth bits from its `qh`
+    /// lines on top); per tile, [`tile_sums`] gives each sub-block's
     /// integer sums, which are multiplied by the rows' 6-bit scales and added, the minimums
     /// meet the activation's pair sums with `vpdpwssd`, and each row's
     /// `sum += (d·dy)·isum; sum -= (dmin·dy)·msum` — [`k_groups`]' integers (exact, so in any
@@ -1721,11 +1732,12 @@ mod x86 {
     ///
     /// # Safety
     /// As [`tile_sums`] for the CPU and OS, plus AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C; `w`
-    /// must hold `groups` packed Q4_K groups of `blocks` superblocks, every tile `8 · blocks`
+    /// must hold `groups` packed Q4_K (`Q5`: Q5_K) groups of `blocks` superblocks, every tile
+    /// `8 · blocks`
     /// Q8_K parts, and `outs` one row per token of the tiles in order, each of at least
     /// `16 · groups` elements.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    pub unsafe fn tile_q4_k_groups(
+    pub unsafe fn tile_k_groups<const Q5: bool>(
         w: &[u8],
         groups: usize,
         blocks: usize,
@@ -1735,7 +1747,14 @@ mod x86 {
         const T: usize = super::TILE_TOKENS;
         // Superblocks per tile pass: their 16 sub-blocks' sums fill `c`.
         const SUPER_SPAN: usize = SPAN / 8;
-        let block_bytes = GROUP * super::Q4_K_BYTES;
+        let block_bytes = GROUP
+            * if Q5 {
+                super::Q5_K_BYTES
+            } else {
+                super::Q4_K_BYTES
+            };
+        let qs = if Q5 { 768 } else { 256 };
+        let (bit0, bit1) = (_mm512_set1_epi8(1), _mm512_set1_epi8(2));
         let configs: Vec<Aligned<[u8; 64]>> = tiles.iter().map(tile_config).collect();
         let mut lines: Vec<Aligned<[u8; 512]>> = Vec::new();
         lines.resize_with(8 * blocks, || Aligned([0; 512]));
@@ -1744,15 +1763,31 @@ mod x86 {
         for g in 0..groups {
             for s in 0..blocks {
                 // SAFETY: superblock s of group g is within `w` (its 32 code lines from byte
-                // 256); sub-blocks 8s..8s + 8 of `lines` exist and are 64-aligned.
+                // `qs`, Q5_K's 8 `qh` lines from 256); sub-blocks 8s..8s + 8 of `lines` exist
+                // and are 64-aligned.
                 unsafe {
                     let base = w.as_ptr().add((g * blocks + s) * block_bytes);
                     for p in 0..4 {
                         for j in 0..8 {
-                            let v = _mm512_loadu_si512(base.add(256 + 64 * (8 * p + j)).cast());
-                            let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
+                            let v = _mm512_loadu_si512(base.add(qs + 64 * (8 * p + j)).cast());
+                            let mut lo = _mm512_and_si512(v, m4);
+                            let mut hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
+                            if Q5 {
+                                // Bit 2p of each qh byte tops sub-block 2p's code, bit 2p + 1
+                                // sub-block 2p + 1's.
+                                let h = _mm512_loadu_si512(base.add(256 + 64 * j).cast());
+                                let h = _mm512_srl_epi16(h, _mm_cvtsi32_si128(2 * p as i32));
+                                lo = _mm512_or_si512(
+                                    lo,
+                                    _mm512_slli_epi16::<4>(_mm512_and_si512(h, bit0)),
+                                );
+                                hi = _mm512_or_si512(
+                                    hi,
+                                    _mm512_slli_epi16::<3>(_mm512_and_si512(h, bit1)),
+                                );
+                            }
                             let even = lines[8 * s + 2 * p].0.as_mut_ptr().add(64 * j);
-                            _mm512_store_si512(even.cast(), _mm512_and_si512(v, m4));
+                            _mm512_store_si512(even.cast(), lo);
                             let odd = lines[8 * s + 2 * p + 1].0.as_mut_ptr().add(64 * j);
                             _mm512_store_si512(odd.cast(), hi);
                         }

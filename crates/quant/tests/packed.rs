@@ -258,11 +258,11 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
 
-    /// Q4_K rows on AMX tiles against the scalar reference, bit for bit: arbitrary superblocks
-    /// (every 6-bit scale and minimum), one to three superblocks (passes of two and a last
+    /// Q4_K and Q5_K rows on AMX tiles against the scalar reference, bit for bit: arbitrary
+    /// superblocks (every 6-bit scale and minimum, every fifth bit), one to three superblocks (passes of two and a last
     /// odd one), one to three tiles of Q8_K tokens with arbitrary codes in some parts.
     #[test]
-    fn q4_k_tile_rows_equal_the_reference(
+    fn k_quant_tile_rows_equal_the_reference(
         (groups, blocks, tokens) in (1usize..4, 1usize..4, 1usize..=40),
         start_group in 0usize..3,
         seed in any::<u64>(),
@@ -287,8 +287,10 @@ proptest! {
                 a
             })
             .collect();
-        let mut wq = vec![0u8; rows * blocks * 144];
-        for blk in wq.chunks_exact_mut(144) {
+        for ty in [GgmlType::Q4_K, GgmlType::Q5_K] {
+        let block = ty.row_bytes(256).unwrap() as usize;
+        let mut wq = vec![0u8; rows * blocks * block];
+        for blk in wq.chunks_exact_mut(block) {
             for b in blk.iter_mut() {
                 *b = next(&mut s) as u8;
             }
@@ -296,8 +298,8 @@ proptest! {
             let (d, dmin) = (d(s).to_le_bytes(), d(s >> 20).to_le_bytes());
             blk[..4].copy_from_slice(&[d[0], d[1], dmin[0], dmin[1]]);
         }
-        let rb = blocks * 144;
-        let p = PackedRows::new(GgmlType::Q4_K, &wq, rb, rows).unwrap();
+        let rb = blocks * block;
+        let p = PackedRows::new(ty, &wq, rb, rows).unwrap();
         let tiles: Vec<ActTile> = acts
             .chunks(TILE_TOKENS)
             .map(|a| {
@@ -314,9 +316,13 @@ proptest! {
         for (t, (a, got)) in acts.iter().zip(&outs).enumerate() {
             let mut want = vec![f32::NAN; n];
             if ran {
-                q4_k_rows(&wq[first * rb..], rb, a, &mut want, Kernel::Scalar);
+                if ty == GgmlType::Q4_K {
+                    q4_k_rows(&wq[first * rb..], rb, a, &mut want, Kernel::Scalar);
+                } else {
+                    q5_k_rows(&wq[first * rb..], rb, a, &mut want, Kernel::Scalar);
+                }
             }
-            prop_assert_eq!(bits(got), bits(&want), "token {}", t);
+            prop_assert_eq!(bits(got), bits(&want), "{} token {}", ty, t);
         }
         // Q8_0 tiles do not fit Q4_K rows, nor Q8_K tiles Q8_0 rows.
         let q8 = vec![0u8; 34 * 8 * blocks];
@@ -328,6 +334,7 @@ proptest! {
         let mut some: Vec<Vec<f32>> = vec![vec![0f32; 16]; tiles[0].tokens()];
         let mut some_refs: Vec<&mut [f32]> = some.iter_mut().map(Vec::as_mut_slice).collect();
         prop_assert!(!q8_0.rows_dot_tiles(0, &tiles[..1], &mut some_refs));
+        }
     }
 }
 

@@ -689,7 +689,7 @@ impl<'a> Matrix<'a> {
         }
     }
 
-    /// The batch's activations (Q8_0; Q8_K for Q4_K) as AMX tiles of [`TILE_TOKENS`] tokens
+    /// The batch's activations (Q8_0; Q8_K for Q4_K and Q5_K) as AMX tiles of [`TILE_TOKENS`] tokens
     /// (the last one shorter), when this matrix's packed rows run on tiles here; empty
     /// otherwise. A last tile of fewer than [`matvec::MAX_TOKENS`] tokens is left to the vector
     /// kernels.
@@ -698,7 +698,8 @@ impl<'a> Matrix<'a> {
             Some(WeightCopy::Packed(p)) => p.ty(),
             _ => return Vec::new(),
         };
-        if !matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q4_K)
+        let k_quant = matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K);
+        if !(k_quant || matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0))
             || Kernel::best(level) != Kernel::Avx512Vnni
             || !packed::tiles_ready()
             || acts.len() < matvec::MAX_TOKENS
@@ -710,7 +711,7 @@ impl<'a> Matrix<'a> {
             if batch.len() < matvec::MAX_TOKENS {
                 break;
             }
-            let tile = if ty == GgmlType::Q4_K {
+            let tile = if k_quant {
                 let a: Option<Vec<&[u8]>> = batch
                     .iter()
                     .map(|a| match a {
