@@ -1280,6 +1280,21 @@ mod x86 {
         }
     }
 
+    /// Q5_K's fifth bits on top of a code line's sub-blocks `2p` (`lo`) and `2p + 1` (`hi`):
+    /// bits 2p and 2p + 1 of each byte of the matching `qh` line `h`.
+    #[inline(always)]
+    fn q5_k_top(lo: __m512i, hi: __m512i, h: __m512i, p: usize) -> (__m512i, __m512i) {
+        // SAFETY: plain AVX-512 F/BW arithmetic; this is inlined into functions that enable it.
+        unsafe {
+            let h = _mm512_srl_epi16(h, _mm_cvtsi32_si128(2 * p as i32));
+            let bit = |b: i8| _mm512_and_si512(h, _mm512_set1_epi8(b));
+            (
+                _mm512_or_si512(lo, _mm512_slli_epi16::<4>(bit(1))),
+                _mm512_or_si512(hi, _mm512_slli_epi16::<3>(bit(2))),
+            )
+        }
+    }
+
     /// Q4_K (or, `Q5`, Q5_K) groups against `T` Q8_K activations. Per superblock and group,
     /// for each of the 8 sub-blocks: the sixteen rows' codes (unsigned, 0..15 or 0..31) summed
     /// against the activation with `vpdpbusd` and multiplied by each row's sub-block scale;
@@ -1299,7 +1314,6 @@ mod x86 {
         outs: &mut [&mut [f32]; T],
     ) {
         let m4 = _mm512_set1_epi8(0x0F);
-        let (bit0, bit1) = (_mm512_set1_epi8(1), _mm512_set1_epi8(2));
         let block_bytes = GROUP
             * if Q5 {
                 super::Q5_K_BYTES
@@ -1330,18 +1344,8 @@ mod x86 {
                             let mut lo = _mm512_and_si512(v, m4);
                             let mut hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
                             if Q5 {
-                                // Bit 2c of each qh byte tops sub-block 2c's code, bit 2c + 1
-                                // sub-block 2c + 1's.
                                 let h = _mm512_loadu_si512(base.add(256 + 64 * j).cast());
-                                let h = _mm512_srl_epi16(h, _mm_cvtsi32_si128(2 * c as i32));
-                                lo = _mm512_or_si512(
-                                    lo,
-                                    _mm512_slli_epi16::<4>(_mm512_and_si512(h, bit0)),
-                                );
-                                hi = _mm512_or_si512(
-                                    hi,
-                                    _mm512_slli_epi16::<3>(_mm512_and_si512(h, bit1)),
-                                );
+                                (lo, hi) = q5_k_top(lo, hi, h, c);
                             }
                             for t in 0..T {
                                 let y = acts[t].as_ptr().add(292 * s + 4 + 64 * c + 4 * j);
@@ -1754,7 +1758,6 @@ mod x86 {
                 super::Q4_K_BYTES
             };
         let qs = if Q5 { 768 } else { 256 };
-        let (bit0, bit1) = (_mm512_set1_epi8(1), _mm512_set1_epi8(2));
         let configs: Vec<Aligned<[u8; 64]>> = tiles.iter().map(tile_config).collect();
         let mut lines: Vec<Aligned<[u8; 512]>> = Vec::new();
         lines.resize_with(8 * blocks, || Aligned([0; 512]));
@@ -1773,18 +1776,8 @@ mod x86 {
                             let mut lo = _mm512_and_si512(v, m4);
                             let mut hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
                             if Q5 {
-                                // Bit 2p of each qh byte tops sub-block 2p's code, bit 2p + 1
-                                // sub-block 2p + 1's.
                                 let h = _mm512_loadu_si512(base.add(256 + 64 * j).cast());
-                                let h = _mm512_srl_epi16(h, _mm_cvtsi32_si128(2 * p as i32));
-                                lo = _mm512_or_si512(
-                                    lo,
-                                    _mm512_slli_epi16::<4>(_mm512_and_si512(h, bit0)),
-                                );
-                                hi = _mm512_or_si512(
-                                    hi,
-                                    _mm512_slli_epi16::<3>(_mm512_and_si512(h, bit1)),
-                                );
+                                (lo, hi) = q5_k_top(lo, hi, h, p);
                             }
                             let even = lines[8 * s + 2 * p].0.as_mut_ptr().add(64 * j);
                             _mm512_store_si512(even.cast(), lo);
