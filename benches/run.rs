@@ -63,25 +63,30 @@ fn bench_model(c: &mut Criterion, label: &str, path: &Path, packed: bool) {
     });
     g.finish();
     // Plain measurements for the notes: a 64-token prefill (llama-bench's pp64), then decode
-    // and the bandwidth ratio.
-    let long: Vec<u32> = (0..64u32).map(|i| 1 + (i * 7) % 200).collect();
-    let mut s = Session::new(&model, 128);
-    // The best of three: the first run pays for page faults and first allocations.
-    let mut prefill = 0f64;
-    for _ in 0..3 {
+    // and the bandwidth ratio. They run on a pool thread, as `ggufy run` does: from outside
+    // the pool, the calling thread would be one more thread than cores beside the spinning
+    // workers (`RAYON_NUM_THREADS` sets the pool's size).
+    let pool = rayon::ThreadPoolBuilder::new().build().unwrap();
+    let (prefill, per_token) = pool.install(|| {
+        let long: Vec<u32> = (0..64u32).map(|i| 1 + (i * 7) % 200).collect();
+        let mut s = Session::new(&model, 128);
+        // The best of three: the first run pays for page faults and first allocations.
+        let mut prefill = 0f64;
+        for _ in 0..3 {
+            s.reset();
+            let t0 = Instant::now();
+            black_box(s.eval(&long).unwrap());
+            prefill = prefill.max(64.0 / t0.elapsed().as_secs_f64());
+        }
         s.reset();
+        s.eval(&prompt[..8]).unwrap();
         let t0 = Instant::now();
-        black_box(s.eval(&long).unwrap());
-        prefill = prefill.max(64.0 / t0.elapsed().as_secs_f64());
-    }
-    s.reset();
-    s.eval(&prompt[..8]).unwrap();
-    let t0 = Instant::now();
-    let n = 16;
-    for i in 0..n {
-        black_box(s.step(1 + i).unwrap());
-    }
-    let per_token = t0.elapsed().as_secs_f64() / f64::from(n);
+        let n = 32;
+        for i in 0..n {
+            black_box(s.step(1 + i).unwrap());
+        }
+        (prefill, t0.elapsed().as_secs_f64() / f64::from(n))
+    });
     let src = vec![1u8; bytes];
     let mut dst = vec![0u8; bytes];
     // Warm copies (the first pays for page faults); the best of three.
