@@ -566,7 +566,7 @@ impl<'a> Model<'a> {
         }
     }
 
-    /// [`Matrix::matvec_shared`], unless some of the matrices live on a device.
+    /// [`Matrix::matmul_shared`], unless some of the matrices live on a device.
     fn mm_shared(&self, mats: &[&Matrix<'_>], x: &[f32], outs: &mut [&mut [f32]]) -> Result<()> {
         if mats
             .iter()
@@ -576,7 +576,7 @@ impl<'a> Model<'a> {
                 self.mm(m, x, o)?;
             }
         } else {
-            Matrix::matvec_shared(mats, x, outs);
+            Matrix::matmul_shared(mats, x, outs);
         }
         Ok(())
     }
@@ -598,6 +598,13 @@ impl<'a> Model<'a> {
 }
 
 /// llama.cpp's RMSNorm: the sum of squares in f64, the scale in f32, then the weight.
+/// `x += o`, a token row of `e` values per task.
+fn add_rows(x: &mut [f32], o: &[f32], e: usize) {
+    x.par_chunks_mut(e)
+        .zip(o.par_chunks(e))
+        .for_each(|(x, o)| x.iter_mut().zip(o).for_each(|(a, b)| *a += b));
+}
+
 fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let sum: f64 = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
     let mean = (sum / x.len() as f64) as f32;
@@ -768,20 +775,17 @@ impl<'m, 'a> Session<'m, 'a> {
         let rotations: Vec<Vec<(f32, f32)>> =
             (0..n).map(|t| self.rope_rotation(pos0 + t)).collect();
         for (li, layer) in m.layers.iter().enumerate() {
-            for (xr, hr) in x.chunks_exact(e).zip(h.chunks_exact_mut(e)) {
-                rms_norm(xr, &layer.attn_norm, hp.rms_eps, hr);
-            }
+            // Per-token steps go on the pool (one token runs inline): at 16 threads, a 64-token
+            // prefill's norms, rotations and residual adds on one thread were a sixth of it.
+            x.par_chunks_exact(e)
+                .zip(h.par_chunks_exact_mut(e))
+                .for_each(|(xr, hr)| rms_norm(xr, &layer.attn_norm, hp.rms_eps, hr));
             match (&layer.wk, &layer.wv) {
-                (Some(wk), Some(wv)) if n == 1 => m.mm_shared(
+                (Some(wk), Some(wv)) => m.mm_shared(
                     &[&layer.wq, wk, wv],
                     &h,
                     &mut [&mut q[..], &mut k[..], &mut v[..]],
                 )?,
-                (Some(wk), Some(wv)) => {
-                    m.mm(&layer.wq, &h, &mut q)?;
-                    m.mm(wk, &h, &mut k)?;
-                    m.mm(wv, &h, &mut v)?;
-                }
                 _ => {
                     let mut qkv = vec![0f32; n * (nh + 2 * nkv) * hd];
                     m.mm(&layer.wq, &h, &mut qkv)?;
@@ -803,18 +807,17 @@ impl<'m, 'a> Session<'m, 'a> {
                     }
                 }
             }
-            for ((qr, kr), rotation) in q
-                .chunks_exact_mut(nh * hd)
-                .zip(k.chunks_exact_mut(row))
+            q.par_chunks_exact_mut(nh * hd)
+                .zip(k.par_chunks_exact_mut(row))
                 .zip(&rotations)
-            {
-                for head in qr.chunks_exact_mut(hd).chain(kr.chunks_exact_mut(hd)) {
-                    rope_apply(hp, rotation, head);
-                }
-                if prescale {
-                    qr.iter_mut().for_each(|a| *a *= q_scale);
-                }
-            }
+                .for_each(|((qr, kr), rotation)| {
+                    for head in qr.chunks_exact_mut(hd).chain(kr.chunks_exact_mut(hd)) {
+                        rope_apply(hp, rotation, head);
+                    }
+                    if prescale {
+                        qr.iter_mut().for_each(|a| *a *= q_scale);
+                    }
+                });
             // The cache holds f16 values, as llama.cpp's default KV cache does.
             let n_ctx = self.n_ctx;
             let level = simd::level();
@@ -848,11 +851,11 @@ impl<'m, 'a> Session<'m, 'a> {
                     attend(qh, &cache, out);
                 });
             m.mm(&layer.wo, &att, &mut o)?;
-            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+            add_rows(&mut x, &o, e);
 
-            for (xr, hr) in x.chunks_exact(e).zip(h.chunks_exact_mut(e)) {
-                rms_norm(xr, &layer.ffn_norm, hp.rms_eps, hr);
-            }
+            x.par_chunks_exact(e)
+                .zip(h.par_chunks_exact_mut(e))
+                .for_each(|(xr, hr)| rms_norm(xr, &layer.ffn_norm, hp.rms_eps, hr));
             let f = hp.n_ff;
             let gated = |a: f32| {
                 if hp.arch == Arch::Gemma {
@@ -863,12 +866,7 @@ impl<'m, 'a> Session<'m, 'a> {
             };
             match &layer.gate {
                 Some(gate) => {
-                    if n == 1 {
-                        m.mm_shared(&[gate, &layer.up], &h, &mut [&mut g[..], &mut u[..]])?;
-                    } else {
-                        m.mm(gate, &h, &mut g)?;
-                        m.mm(&layer.up, &h, &mut u)?;
-                    }
+                    m.mm_shared(&[gate, &layer.up], &h, &mut [&mut g[..], &mut u[..]])?;
                     // On the pool: 5632 exponentials a layer were the largest serial step
                     // of a decode step at 16 threads.
                     act.par_chunks_mut(GATE_TASK)
@@ -892,7 +890,7 @@ impl<'m, 'a> Session<'m, 'a> {
                 }
             }
             m.mm(&layer.down, &act, &mut o)?;
-            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+            add_rows(&mut x, &o, e);
         }
         let first = if all { 0 } else { n - 1 };
         let rows = n - first;
