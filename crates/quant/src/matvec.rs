@@ -152,10 +152,21 @@ pub fn q8_0_partner_rows(
     true
 }
 
+/// The legacy formats' kernels, as const generic parameters.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod legacy {
+    /// Q4_1 weights, Q8_1 activations.
+    pub const Q4_1: u8 = 0;
+    /// Q5_0 weights, Q8_0 activations.
+    pub const Q5_0: u8 = 1;
+    /// Q5_1 weights, Q8_1 activations.
+    pub const Q5_1: u8 = 2;
+}
+
 /// `out[i]` = row `i` of `w` (rows of `row_bytes`) · `act` for Q4_1 and Q5_1 weights (`act`
-/// a Q8_1 row) and Q5_0 (`act` a Q8_0 row), eight rows at a time on x86-64 with AVX2, each equal
-/// to the reference's [`BlockFormat::vec_dot_blocks`]. Returns false (and leaves `out` alone)
-/// for other types, where no vector kernel runs, or when `w` is short.
+/// a Q8_1 row) and Q5_0 (`act` a Q8_0 row), eight rows at a time on x86-64 with AVX2, one at a
+/// time with NEON, each equal to the reference's [`BlockFormat::vec_dot_blocks`]. Returns false
+/// (and leaves `out` alone) for other types, where no vector kernel runs, or when `w` is short.
 pub fn legacy_rows(
     ty: GgmlType,
     w: &[u8],
@@ -176,10 +187,25 @@ pub fn legacy_rows(
         // AVX2, FMA and F16C, the function's target features; `w` holds `out.len()` rows.
         unsafe {
             match ty {
-                GgmlType::Q4_1 => x86::rows_legacy::<{ x86::legacy::Q4_1 }>(w, row_bytes, act, out),
-                GgmlType::Q5_0 => x86::rows_legacy::<{ x86::legacy::Q5_0 }>(w, row_bytes, act, out),
-                _ => x86::rows_legacy::<{ x86::legacy::Q5_1 }>(w, row_bytes, act, out),
+                GgmlType::Q4_1 => x86::rows_legacy::<{ legacy::Q4_1 }>(w, row_bytes, act, out),
+                GgmlType::Q5_0 => x86::rows_legacy::<{ legacy::Q5_0 }>(w, row_bytes, act, out),
+                _ => x86::rows_legacy::<{ legacy::Q5_1 }>(w, row_bytes, act, out),
             }
+        }
+        return true;
+    }
+    #[cfg(target_arch = "aarch64")]
+    if kernel == Kernel::Neon {
+        for (o, r) in out.iter_mut().zip(w.chunks_exact(row_bytes.max(1))) {
+            // SAFETY: `Kernel::Neon` runs only where NEON is present (`usable`); the kernel
+            // reads whole blocks of `r` and `act` only.
+            *o = unsafe {
+                match ty {
+                    GgmlType::Q4_1 => arm::dot_legacy::<{ legacy::Q4_1 }>(r, act),
+                    GgmlType::Q5_0 => arm::dot_legacy::<{ legacy::Q5_0 }>(r, act),
+                    _ => arm::dot_legacy::<{ legacy::Q5_1 }>(r, act),
+                }
+            };
         }
         return true;
     }
@@ -717,7 +743,73 @@ pub fn f16_rows(w: &[u8], x: &[f32], out: &mut [f32], kernel: Kernel) {
 mod arm {
     use std::arch::aarch64::*;
 
+    use super::legacy;
     use crate::fp::half_at;
+
+    /// [`super::legacy_rows`]' dot for one row with NEON: each block's integer sum is exact
+    /// (codes ≤ 31, less 16 for Q5_0, against the activation's with widening multiplies), then
+    /// the reference's float steps: Q5_0 `sum += isum · (dw·dy)`, Q4_1 and Q5_1
+    /// `sum += (dw·dy)·isum + m·s`.
+    ///
+    /// # Safety
+    /// The CPU must have NEON. Only whole blocks are read: `w`'s of 20, 22 or 24 bytes (Q4_1,
+    /// Q5_0, Q5_1) and as many of `a`'s 36, 34 or 36.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot_legacy<const F: u8>(w: &[u8], a: &[u8]) -> f32 {
+        let (wb, codes_at, ab) = match F {
+            legacy::Q4_1 => (20, 4, 36),
+            legacy::Q5_0 => (22, 6, 34),
+            _ => (24, 8, 36),
+        };
+        // Element i of a half takes byte i / 8 of its two `qh` bytes and tests bit i % 8.
+        const LOW_BYTES: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1];
+        const HIGH_BYTES: [u8; 16] = [2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3];
+        const BITS: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
+        // SAFETY: each table is 16 bytes.
+        let (low_bytes, high_bytes, bits) = unsafe {
+            (
+                vld1q_u8(LOW_BYTES.as_ptr()),
+                vld1q_u8(HIGH_BYTES.as_ptr()),
+                vld1q_u8(BITS.as_ptr()),
+            )
+        };
+        let (m4, sixteen) = (vdupq_n_u8(0x0F), vdupq_n_u8(16));
+        let mut sum = 0f32;
+        for (x, y) in w.chunks_exact(wb).zip(a.chunks_exact(ab)) {
+            // SAFETY: the weight block holds 16 packed code bytes from `codes_at`, the
+            // activation block its 32 codes in its last 32 bytes.
+            let (raw, y0, y1) = unsafe {
+                (
+                    vld1q_u8(x.as_ptr().add(codes_at)),
+                    vld1q_s8(y.as_ptr().add(ab - 32).cast()),
+                    vld1q_s8(y.as_ptr().add(ab - 16).cast()),
+                )
+            };
+            // Elements 0..16 are the low nibbles, 16..32 the high ones.
+            let (mut lo, mut hi) = (vandq_u8(raw, m4), vshrq_n_u8::<4>(raw));
+            if F != legacy::Q4_1 {
+                let h = codes_at - 4;
+                let qh = u32::from_le_bytes([x[h], x[h + 1], x[h + 2], x[h + 3]]);
+                let qh = vreinterpretq_u8_u32(vdupq_n_u32(qh));
+                let top = |at| vandq_u8(vtstq_u8(vqtbl1q_u8(qh, at), bits), sixteen);
+                lo = vorrq_u8(lo, top(low_bytes));
+                hi = vorrq_u8(hi, top(high_bytes));
+            }
+            if F == legacy::Q5_0 {
+                lo = vsubq_u8(lo, sixteen);
+                hi = vsubq_u8(hi, sixteen);
+            }
+            let (lo, hi) = (vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(hi));
+            let isum = vaddvq_s32(dot16(dot16(vdupq_n_s32(0), lo, y0), hi, y1));
+            let d = half_at(x, 0) * half_at(y, 0);
+            sum += if F == legacy::Q5_0 {
+                isum as f32 * d
+            } else {
+                d * isum as f32 + half_at(x, 2) * half_at(y, 2)
+            };
+        }
+        sum
+    }
 
     /// `acc` plus the exact products of 16 signed byte pairs (i16 products, pairwise into i32).
     #[inline]
@@ -2141,14 +2233,7 @@ pub(crate) mod x86 {
     }
 
     /// The legacy formats [`rows_legacy`] takes, as its const parameter (one build each).
-    pub mod legacy {
-        /// Q4_1 weights, Q8_1 activations.
-        pub const Q4_1: u8 = 0;
-        /// Q5_0 weights, Q8_0 activations.
-        pub const Q5_0: u8 = 1;
-        /// Q5_1 weights, Q8_1 activations.
-        pub const Q5_1: u8 = 2;
-    }
+    use super::legacy;
 
     /// The 32 fifth bits of a Q5 block (`qh`, bit i for element i) as 0x10 in byte i.
     #[inline]

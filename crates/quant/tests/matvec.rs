@@ -597,11 +597,7 @@ fn check_legacy(
             prop_assert_eq!(bits(&got), bits(&want), "{} {:?}", ty, k);
         } else {
             // Only where no vector kernel runs.
-            prop_assert!(
-                k == Kernel::Scalar || !cfg!(target_arch = "x86_64"),
-                "{:?}",
-                k
-            );
+            prop_assert!(k == Kernel::Scalar, "{:?}", k);
         }
     }
     Ok(())
