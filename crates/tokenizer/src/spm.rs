@@ -124,9 +124,9 @@ fn tokenize_region(vocab: &Vocab, text: &str, out: &mut Vec<u32>) {
     }
 
     // Emit each final piece. Every merge made a token, so a piece is a token unless it is a
-    // single character the vocabulary lacks, which falls back to byte tokens. (llama.cpp also
-    // keeps a map to split non-token pieces back along their merges; by the same argument it is
-    // never used, so it is left out.)
+    // single character the vocabulary lacks, which falls back to byte tokens (or, without them,
+    // the unknown token). (llama.cpp also keeps a map to split non-token pieces back along their
+    // merges; by the same argument it is never used, so it is left out.)
     let mut cur = if symbols.is_empty() { None } else { Some(0) };
     while let Some(i) = cur {
         let s = symbols[i];
@@ -134,10 +134,13 @@ fn tokenize_region(vocab: &Vocab, text: &str, out: &mut Vec<u32>) {
         if let Some(id) = vocab.id_of(piece) {
             out.push(id);
         } else {
-            for &byte in piece {
-                if let Some(id) = vocab.byte_token(byte) {
-                    out.push(id);
-                }
+            let bytes: Option<Vec<u32>> = piece.iter().map(|&b| vocab.byte_token(b)).collect();
+            match (bytes, vocab.special.unk) {
+                (Some(ids), _) => out.extend(ids),
+                // A vocabulary without byte tokens: the unknown token stands for the character
+                // (llama.cpp throws `out_of_range` here; dropping it would lose text silently).
+                (None, Some(unk)) => out.push(unk),
+                (None, None) => {}
             }
         }
         cur = s.next;

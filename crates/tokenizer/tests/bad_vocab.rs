@@ -155,6 +155,16 @@ fn the_valid_vocabularies_work() {
 }
 
 #[test]
+fn characters_without_tokens_or_byte_tokens_become_unk() {
+    // Only `<0x41>` is a byte token: 'Z' has neither a token nor a byte token. Dropping it
+    // would lose text silently (llama.cpp throws `out_of_range` here).
+    let t = load(spm()).unwrap();
+    assert_eq!(t.tokenize("Z", false, false), [4, 0]);
+    assert_eq!(t.tokenize("aZb", false, false), [7, 0, 6]);
+    assert_eq!(t.tokenize("aA", false, false), [7, 3]);
+}
+
+#[test]
 fn array_lengths_must_match_the_tokens() {
     let e = error(set(
         spm(),
