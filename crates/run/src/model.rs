@@ -597,7 +597,6 @@ impl<'a> Model<'a> {
     }
 }
 
-/// llama.cpp's RMSNorm: the sum of squares in f64, the scale in f32, then the weight.
 /// `x += o`, a token row of `e` values per task.
 fn add_rows(x: &mut [f32], o: &[f32], e: usize) {
     x.par_chunks_mut(e)
@@ -605,6 +604,7 @@ fn add_rows(x: &mut [f32], o: &[f32], e: usize) {
         .for_each(|(x, o)| x.iter_mut().zip(o).for_each(|(a, b)| *a += b));
 }
 
+/// llama.cpp's RMSNorm: the sum of squares in f64, the scale in f32, then the weight.
 fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let sum: f64 = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
     let mean = (sum / x.len() as f64) as f32;
