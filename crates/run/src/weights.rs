@@ -1168,7 +1168,8 @@ mod tests {
         // q/k/v-like sets read one batch: the batch is quantized and tiled once per format
         // (Q4_0 and Q8_0 share Q8_0 activations and tiles; Q4_K and Q6_K share Q8_K), and
         // the rows are cut into tasks by thread count. 300 rows: 18 packed groups and 12 rows
-        // in the file's layout. Every output must be the token's own matvec, bit for bit.
+        // in the file's layout. Every output must be the token's own matvec, bit for bit (F16:
+        // see below).
         let (rows, cols) = (300, 256);
         let types = [
             GgmlType::Q4_0,
