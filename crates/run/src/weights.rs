@@ -667,27 +667,23 @@ impl<'a> Matrix<'a> {
         }
         // One conversion per activation format, and its AMX tiles where a matrix of that
         // format runs on tiles, shared by the matrices that read it.
-        let mut inputs: Vec<(Vec<Activation>, Vec<ActTile>)> = Vec::new();
-        let mut input_of: Vec<usize> = Vec::with_capacity(mats.len());
-        for (i, m) in mats.iter().enumerate() {
-            let kind = m.activation_kind();
-            match mats[..i].iter().position(|o| o.activation_kind() == kind) {
-                Some(j) => {
-                    let (acts, tiles) = &mut inputs[input_of[j]];
-                    if tiles.is_empty() {
-                        *tiles = m.act_tiles(acts, level);
-                    }
-                    input_of.push(input_of[j]);
-                }
-                None => {
-                    let acts: Vec<Activation> =
-                        x.par_chunks_exact(m.cols).map(|r| m.prepare(r)).collect();
-                    let tiles = m.act_tiles(&acts, level);
-                    input_of.push(inputs.len());
-                    inputs.push((acts, tiles));
-                }
-            }
-        }
+        let (firsts, input_of) = Self::activation_groups(mats);
+        let inputs: Vec<(Vec<Activation>, Vec<ActTile>)> = firsts
+            .iter()
+            .enumerate()
+            .map(|(g, &f)| {
+                let acts: Vec<Activation> = x
+                    .par_chunks_exact(mats[f].cols)
+                    .map(|r| mats[f].prepare(r))
+                    .collect();
+                let tiles = (f..mats.len())
+                    .filter(|&i| input_of[i] == g)
+                    .map(|i| mats[i].act_tiles(&acts, level))
+                    .find(|t| !t.is_empty())
+                    .unwrap_or_default();
+                (acts, tiles)
+            })
+            .collect();
         // Whole packed groups, so that every task starts on a group boundary.
         let threads = rayon::current_num_threads().max(1);
         let mut tasks = Vec::new();
@@ -829,19 +825,29 @@ impl<'a> Matrix<'a> {
     fn matvec_shared_with(mats: &[&Matrix<'_>], x: &[f32], outs: &mut [&mut [f32]], level: Level) {
         // One conversion per activation format, shared by the matrices that read it (q, k and
         // v of one type quantize x once, not three times).
-        let mut acts: Vec<Activation> = Vec::new();
-        let mut act_of = Vec::with_capacity(mats.len());
+        let (firsts, act_of) = Self::activation_groups(mats);
+        let acts: Vec<Activation> = firsts.iter().map(|&f| mats[f].prepare(x)).collect();
+        Self::share_rows(mats, &acts, &act_of, outs, level);
+    }
+
+    /// The matrices grouped by activation format: each format's first matrix, and each
+    /// matrix's group (an input is converted once per group).
+    fn activation_groups(mats: &[&Matrix<'_>]) -> (Vec<usize>, Vec<usize>) {
+        let (mut firsts, mut group_of) = (Vec::new(), Vec::with_capacity(mats.len()));
         for (i, m) in mats.iter().enumerate() {
             let kind = m.activation_kind();
-            match mats[..i].iter().position(|o| o.activation_kind() == kind) {
-                Some(j) => act_of.push(act_of[j]),
+            match firsts
+                .iter()
+                .position(|&f: &usize| mats[f].activation_kind() == kind)
+            {
+                Some(g) => group_of.push(g),
                 None => {
-                    act_of.push(acts.len());
-                    acts.push(m.prepare(x));
+                    group_of.push(firsts.len());
+                    firsts.push(i);
                 }
             }
         }
-        Self::share_rows(mats, &acts, &act_of, outs, level);
+        (firsts, group_of)
     }
 
     /// [`Matrix::matvec`] at a given vector level; the tests compare the levels.
