@@ -505,8 +505,8 @@ impl PackedRows {
 
     /// `outs[t][i]` = packed row `first + i` · token `t` of `tiles` (their tokens in order), for
     /// Q4_0 and Q8_0 rows ([`ActTile::new`]) and Q4_K and Q5_K rows ([`ActTile::from_q8_k`]) on
-    /// AMX tiles ([`tiles_ready`]); each equals [`PackedRows::rows_dot`]'s
-    /// result (the same integer block sums, the same multiply-add chain). False (and `outs`
+    /// AMX tiles ([`tiles_ready`]); each equals [`PackedRows::rows_dot`]'s result (the same
+    /// integer block sums, the same multiply-add chain). False (and `outs`
     /// untouched) when the tiles do not run here, for other types, when `first` is not a group
     /// boundary, the rows are not whole groups within range, or the tiles or `outs` do not fit.
     pub fn rows_dot_tiles(&self, first: usize, tiles: &[ActTile], outs: &mut [&mut [f32]]) -> bool {
@@ -625,8 +625,7 @@ impl ActTile {
     }
 
     /// The tile of `acts`, Q8_K rows of at least `superblocks` superblocks (for Q4_K and Q5_K
-    /// weights);
-    /// `None` for no tokens or more than [`TILE_TOKENS`], or when a row is short.
+    /// weights); `None` for no tokens or more than [`TILE_TOKENS`], or when a row is short.
     pub fn from_q8_k(acts: &[&[u8]], superblocks: usize) -> Option<ActTile> {
         let tokens = acts.len();
         if tokens == 0 || tokens > TILE_TOKENS || acts.iter().any(|a| a.len() < 292 * superblocks) {
